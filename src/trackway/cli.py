@@ -1,0 +1,176 @@
+"""The `trackway` command: serve, accounts, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
+from trackway.domain.keys import KEY_KINDS, hash_key, new_key
+from trackway.settings import Settings
+from trackway.store import Store, open_store
+
+T = TypeVar("T")
+DEFAULTS = Settings()
+
+database_option = click.option(
+    "--database",
+    "database_url",
+    envvar="TRACKWAY_DATABASE_URL",
+    default=DEFAULTS.database_url,
+    show_default=True,
+    help="sqlite:///PATH (relative) or sqlite:////PATH (absolute). Env: TRACKWAY_DATABASE_URL.",
+)
+
+
+def with_store(database_url: str, action: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = open_store(database_url)
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except (AccountNotFound, AccountExists, StoreUnavailable, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(package_name="trackway")
+def main() -> None:
+    """Trackway: a self-hosted event-tracking API."""
+
+
+@main.command()
+@click.option("--host", envvar="TRACKWAY_HOST", default=DEFAULTS.host, show_default=True)
+@click.option("--port", envvar="TRACKWAY_PORT", default=DEFAULTS.port, type=int, show_default=True)
+@click.option("--workers", envvar="TRACKWAY_WORKERS", default=DEFAULTS.workers, type=click.IntRange(1),
+              show_default=True, help="Worker processes sharing the database.")
+@database_option
+@click.option("--max-body-bytes", envvar="TRACKWAY_MAX_BODY_BYTES", default=DEFAULTS.max_body_bytes,
+              type=click.IntRange(1024), show_default=True,
+              help="Largest request body; larger ones get 413 unread.")
+@click.option("--log-level", envvar="TRACKWAY_LOG_LEVEL", default=DEFAULTS.log_level, show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(host: str, port: int, workers: int, database_url: str, max_body_bytes: int,
+          log_level: str) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    settings = Settings(database_url=database_url, host=host, port=port, workers=workers,
+                        max_body_bytes=max_body_bytes, log_level=log_level)
+    try:
+        settings.check()
+        # Migrate once here, so that N workers starting together find the schema ready.
+        store = open_store(settings.database_url)
+        if hasattr(store, "migrate"):
+            store.migrate()
+    except (ValueError, StoreUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    # Every worker process builds its app from the environment: hand the settings down.
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "trackway.http.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.group()
+def accounts() -> None:
+    """Create and list accounts."""
+
+
+@accounts.command("create")
+@click.argument("name")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--if-missing", is_flag=True,
+              help="Do nothing (exit 0) when an account of that name exists already.")
+def accounts_create(name: str, database_url: str, as_json: bool, if_missing: bool) -> None:
+    """Create an account and print its two keys (shown this once: only hashes are stored)."""
+    event_key, user_key = new_key(), new_key()
+
+    async def create(store: Store) -> Any:
+        try:
+            return await store.create_account(name, hash_key(event_key), hash_key(user_key))
+        except AccountExists:
+            if if_missing:
+                return None
+            raise
+
+    account = with_store(database_url, create)
+    if account is None:
+        click.echo(f"Account {name!r} exists already; its keys were shown when it was created "
+                   f"(new ones: trackway keys rotate {name} --kind event|user).", err=True)
+        return
+    keys = {"account_uuid": account.uuid, "event_api_key": event_key, "user_api_key": user_key}
+    if as_json:
+        click.echo(json.dumps(keys))
+    else:
+        click.echo(f"Account {name} created ({account.uuid}). Keep these keys; they are not "
+                   "shown again.")
+        click.echo(f"  event API key: {event_key}   (send events)")
+        click.echo(f"  user API key:  {user_key}   (send events and read)")
+
+
+@accounts.command("list")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object a line.")
+def accounts_list(database_url: str, as_json: bool) -> None:
+    """List accounts."""
+    from trackway.domain.timestamps import format_ms
+
+    for account in with_store(database_url, lambda store: store.list_accounts()):
+        if as_json:
+            click.echo(json.dumps({"account_uuid": account.uuid, "name": account.name,
+                                   "created_at": format_ms(account.created_ms)}))
+        else:
+            click.echo(f"{account.uuid}  {account.name}  {format_ms(account.created_ms)}")
+
+
+@main.group()
+def keys() -> None:
+    """Rotate API keys."""
+
+
+@keys.command("rotate")
+@click.argument("account")
+@click.option("--kind", type=click.Choice(KEY_KINDS), required=True)
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def keys_rotate(account: str, kind: str, database_url: str, as_json: bool) -> None:
+    """Give ACCOUNT (name or uuid) a new key of KIND; the old one stops working."""
+    key = new_key()
+
+    async def rotate(store: Store) -> str:
+        found = await store.find_account(account)
+        await store.replace_key(found, kind, hash_key(key))
+        return found.uuid
+
+    account_uuid = with_store(database_url, rotate)
+    if as_json:
+        click.echo(json.dumps({"account_uuid": account_uuid, f"{kind}_api_key": key}))
+    else:
+        click.echo(f"new {kind} API key of {account}: {key}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Business rules: pure Python, no web framework and no database driver."""

@@ -1,0 +1,364 @@
+"""The request body of an event and the rules it must pass.
+
+`decode_event_body` turns raw bytes into an `AcceptedEvent` or raises `EventRejected` naming
+every bad field and the one error type the rejection is counted under.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from trackway.domain.errors import EventRejected
+from trackway.domain.timestamps import format_ms, parse_timestamp
+
+# The sixteen error types of the summary page, in the order they are reported.
+ERROR_TYPES: tuple[str, ...] = (
+    "es_index_error",
+    "event_name_missing",
+    "event_verification_error",
+    "invalid_customer_id",
+    "invalid_device_id",
+    "invalid_email",
+    "invalid_event_attributes",
+    "invalid_product",
+    "invalid_user_attributes",
+    "missing_identifier",
+    "missing_product",
+    "parsing_error",
+    "transaction_indexing_error",
+    "unknown_error",
+    "user_lock_error",
+    "user_not_found_error",
+)
+
+STANDARD_EVENTS = frozenset(
+    {
+        "identify",
+        "view",
+        "add_to_cart",
+        "remove_from_cart",
+        "add_to_wishlist",
+        "remove_from_wishlist",
+        "checkout",
+        "purchase",
+        "search",
+        "subscription_update",
+        "pageload",
+        "click",
+        "app_install",
+        "app_open",
+        "unsubscribe",
+    }
+)
+
+MAX_EVENT_NAME = 64
+MAX_CUSTOMER_ID = 64
+MAX_DEVICE_ID = 255
+MAX_IDENTIFIER = 255
+MAX_EMAIL = 254
+MAX_ATTRIBUTE_NAME = 100
+MAX_NESTING = 32
+
+BLANK = "can't be blank"
+NOT_VALID = "is not valid"
+NO_IDENTIFIER = "customer_id, email, device_id or cookie must be present"
+
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Plausible, not RFC 5322: one @, a dot in the domain, no spaces or control characters.
+_EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+")
+_EMAIL_HASH_RE = re.compile(r"[0-9a-fA-F]{32}")
+_NUMERIC_RE = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
+_SCRIPT_RE = re.compile(r"<\s*script", re.IGNORECASE)
+_SPACE_OR_CONTROL_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+# Body fields of the seed whose value must be a string when present.
+_STRING_FIELDS = (
+    "device_type",
+    "device_token",
+    "device_idfa",
+    "device_idfv",
+    "device_manufacturer",
+    "os_name",
+    "network_carrier",
+    "ip",
+)
+
+
+@dataclass(slots=True)
+class AcceptedEvent:
+    """An event that passed every rule, normalised as it will be stored."""
+
+    event_uuid: str
+    event: str
+    timestamp: str
+    timestamp_ms: int
+    received_ms: int
+    customer_id: str | None
+    email: str | None
+    email_hash: str | None
+    device_id: str | None
+    cookie: str | None
+    body: dict[str, Any]
+
+    @property
+    def event_type(self) -> str:
+        return event_type(self.event)
+
+
+def event_type(name: str) -> str:
+    return "standard" if name in STANDARD_EVENTS else "custom_event"
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object, or raise parsing_error."""
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+        raise EventRejected("parsing_error", {"body": ["is not valid JSON"]}) from None
+    if not isinstance(value, dict):
+        raise EventRejected("parsing_error", {"body": ["is not valid JSON"]})
+    return value
+
+
+def decode_event_body(raw: bytes, received_ms: int) -> AcceptedEvent:
+    return validate_event(parse_json_object(raw), received_ms)
+
+
+def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
+    """Check every rule; collect all field errors, count the first broken rule's type."""
+    errors: dict[str, list[str]] = {}
+    types: list[str] = []
+
+    def reject(field: str, message: str, error_type: str) -> None:
+        errors.setdefault(field, []).append(message)
+        types.append(error_type)
+
+    event = body.get("event")
+    if event is None or (isinstance(event, str) and not event.strip()):
+        reject("event", BLANK, "event_name_missing")
+    elif not is_valid_event_name(event):
+        reject("event", NOT_VALID, "invalid_event_attributes")
+
+    customer_id = _identifier(body, "customer_id")
+    if customer_id is None:
+        customer_id = _identifier(body, "retailer_customer_id")
+        cid_field = "retailer_customer_id"
+    else:
+        cid_field = "customer_id"
+    email = _identifier(body, "email")
+    email_hash = _identifier(body, "email_hash")
+    device_id = _identifier(body, "device_id")
+    cookie = _identifier(body, "cookie")
+
+    if customer_id is None and email is None and email_hash is None and device_id is None and (
+        cookie is None
+    ):
+        reject("base", NO_IDENTIFIER, "missing_identifier")
+
+    if customer_id is not None:
+        if isinstance(customer_id, bool) or not isinstance(customer_id, str | int | float):
+            reject(cid_field, "must be a string or a number", "invalid_customer_id")
+            customer_id = None
+        else:
+            customer_id = _number_to_string(customer_id)
+            if customer_id == "0":
+                reject(cid_field, "must not be 0", "invalid_customer_id")
+            elif len(customer_id) > MAX_CUSTOMER_ID:
+                reject(cid_field, f"is too long (maximum is {MAX_CUSTOMER_ID} characters)",
+                       "invalid_customer_id")
+
+    if email is not None:
+        if not isinstance(email, str) or len(email) > MAX_EMAIL or not _EMAIL_RE.fullmatch(email):
+            reject("email", NOT_VALID, "invalid_email")
+        else:
+            email = email.strip().lower()
+
+    if device_id is not None:
+        if not isinstance(device_id, str):
+            reject("device_id", "must be a string", "invalid_device_id")
+        elif len(device_id) > MAX_DEVICE_ID:
+            reject("device_id", f"is too long (maximum is {MAX_DEVICE_ID} characters)",
+                   "invalid_device_id")
+        elif _SPACE_OR_CONTROL_RE.search(device_id) or device_id == _NIL_UUID:
+            reject("device_id", NOT_VALID, "invalid_device_id")
+
+    if cookie is not None:
+        if isinstance(cookie, bool) or not isinstance(cookie, str | int):
+            reject("cookie", "must be a string", "invalid_event_attributes")
+        else:
+            cookie = str(cookie)
+            if len(cookie) > MAX_IDENTIFIER or _SPACE_OR_CONTROL_RE.search(cookie):
+                reject("cookie", NOT_VALID, "invalid_event_attributes")
+
+    if email_hash is not None and (
+        not isinstance(email_hash, str) or not _EMAIL_HASH_RE.fullmatch(email_hash)
+    ):
+        reject("email_hash", "must be 32 hexadecimal characters (md5)", "invalid_event_attributes")
+    elif email_hash is not None:
+        email_hash = email_hash.lower()
+
+    event_uuid = body.get("event_uuid")
+    if event_uuid is None or event_uuid == "":
+        event_uuid = str(uuid.uuid4())
+    elif not isinstance(event_uuid, str) or not _UUID_RE.fullmatch(event_uuid):
+        reject("event_uuid", "is not a valid UUID", "invalid_event_attributes")
+    else:
+        event_uuid = event_uuid.lower()
+
+    raw_timestamp = body.get("timestamp")
+    if raw_timestamp is None or raw_timestamp == "":
+        timestamp_ms = received_ms
+        timestamp = format_ms(received_ms)
+    else:
+        parsed = parse_timestamp(raw_timestamp)
+        if parsed is None:
+            reject("timestamp", "is not a valid ISO 8601 timestamp or Unix time",
+                   "invalid_event_attributes")
+            timestamp, timestamp_ms = "", 0
+        else:
+            timestamp, timestamp_ms = parsed
+
+    for name in _STRING_FIELDS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            reject(name, "must be a string", "invalid_event_attributes")
+
+    for name in ("latitude", "longitude"):
+        value = body.get(name)
+        if value is not None and value != "" and not _is_coordinate(value, name):
+            reject(name, NOT_VALID, "invalid_event_attributes")
+
+    _check_subscription_groups(body.get("subscription_groups"), reject)
+    _check_attributes(body, reject)
+
+    if errors:
+        raise EventRejected(types[0], errors)
+
+    stored = dict(body)
+    stored["event_uuid"] = event_uuid
+    stored["timestamp"] = timestamp
+    if customer_id is not None:
+        stored["customer_id"] = customer_id
+    # Identifiers sent empty count as absent, and are not kept as empty values.
+    for name in ("customer_id", "retailer_customer_id", "email", "email_hash", "device_id",
+                 "cookie"):
+        if name in stored and _blank(stored[name]):
+            del stored[name]
+    if cookie is not None:
+        stored["cookie"] = cookie
+    return AcceptedEvent(
+        event_uuid=event_uuid,
+        event=event,
+        timestamp=timestamp,
+        timestamp_ms=timestamp_ms,
+        received_ms=received_ms,
+        customer_id=customer_id,
+        email=email,
+        email_hash=email_hash,
+        device_id=device_id,
+        cookie=cookie,
+        body=stored,
+    )
+
+
+def is_valid_event_name(name: Any) -> bool:
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_EVENT_NAME
+        and "." not in name
+        and not _SPACE_OR_CONTROL_RE.search(name)
+        and not _NUMERIC_RE.fullmatch(name)
+    )
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _identifier(body: dict[str, Any], name: str) -> Any:
+    value = body.get(name)
+    return None if _blank(value) else value
+
+
+def _number_to_string(value: str | int | float) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _is_coordinate(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    if not isinstance(value, int | float):
+        return False
+    limit = 90 if name == "latitude" else 180
+    return -limit <= value <= limit
+
+
+def _check_subscription_groups(groups: Any, reject: Any) -> None:
+    if groups is None:
+        return
+    message = "must be an array of {id: string, subscribed: boolean}"
+    if not isinstance(groups, list):
+        reject("subscription_groups", message, "invalid_user_attributes")
+        return
+    for group in groups:
+        if (
+            not isinstance(group, dict)
+            or not isinstance(group.get("id"), str)
+            or not group["id"].strip()
+            or not isinstance(group.get("subscribed"), bool)
+        ):
+            reject("subscription_groups", message, "invalid_user_attributes")
+            return
+
+
+def _check_attributes(body: dict[str, Any], reject: Any) -> None:
+    """Attribute names at most 100 characters; no string anywhere holds a <script tag;
+    values nested at most MAX_NESTING deep. One walk over every value, without recursion."""
+    for name, value in body.items():
+        if len(name) > MAX_ATTRIBUTE_NAME:
+            reject(name, f"is too long a name (maximum is {MAX_ATTRIBUTE_NAME} characters)",
+                   "invalid_event_attributes")
+            continue
+        if isinstance(value, str):
+            if "<" in value and _SCRIPT_RE.search(value):
+                reject(name, "must not contain a script tag", "invalid_event_attributes")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        stack: list[tuple[Any, int]] = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if depth > MAX_NESTING:
+                reject(name, f"is nested too deeply (maximum is {MAX_NESTING} levels)",
+                       "invalid_event_attributes")
+                break
+            children = item.values() if isinstance(item, dict) else item
+            if isinstance(item, dict) and any(
+                "<" in key and _SCRIPT_RE.search(key) for key in item
+            ):
+                reject(name, "must not contain a script tag", "invalid_event_attributes")
+                break
+            bad = False
+            for child in children:
+                if isinstance(child, str):
+                    if "<" in child and _SCRIPT_RE.search(child):
+                        bad = True
+                        break
+                elif isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+            if bad:
+                reject(name, "must not contain a script tag", "invalid_event_attributes")
+                break

@@ -1,0 +1,70 @@
+"""Timestamps as the API speaks them: ISO 8601 in UTC with a `Z`, and epoch milliseconds."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_ISO_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+)
+# Epoch seconds accepted as numbers: 1970-01-01 up to the end of year 9999.
+_MAX_EPOCH = 253402300799
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def format_ms(ms: int) -> str:
+    """Epoch milliseconds → '2021-06-24T04:53:54.123Z'."""
+    seconds, millis = divmod(ms, 1000)
+    dt = datetime.fromtimestamp(seconds, UTC)
+    return f"{dt:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+
+
+def day_of_ms(ms: int) -> str:
+    """The UTC day of an epoch-milliseconds instant, as 'YYYY-MM-DD'."""
+    return datetime.fromtimestamp(ms // 1000, UTC).strftime("%Y-%m-%d")
+
+
+def parse_timestamp(value: Any) -> tuple[str, int] | None:
+    """An ISO 8601 string (0 to 9 fractional digits; Z, an offset, or no zone meaning UTC) or
+    epoch seconds as a number → (normalised UTC string, epoch ms); None when malformed."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if not (0 <= value <= _MAX_EPOCH) or value != value:
+            return None
+        ms = round(value * 1000)
+        if isinstance(value, int) or float(value).is_integer():
+            dt = datetime.fromtimestamp(int(value), UTC)
+            return f"{dt:%Y-%m-%dT%H:%M:%S}Z", ms
+        return format_ms(ms), ms
+    if not isinstance(value, str):
+        return None
+    match = _ISO_RE.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    try:
+        dt = datetime(int(year), int(month), int(day), int(hour), int(minute),
+                      int(second or 0), tzinfo=UTC)
+        if sign:
+            offset = timedelta(hours=int(off_h), minutes=int(off_m))
+            if offset >= timedelta(hours=24):
+                return None
+            dt = dt - offset if sign == "+" else dt + offset
+    except (ValueError, OverflowError):
+        return None
+    if dt.year < 1970 or dt.year > 9999:
+        return None
+    text = f"{dt:%Y-%m-%dT%H:%M:%S}"
+    ms = int(dt.timestamp()) * 1000
+    if fraction:
+        text += "." + fraction
+        ms += int(fraction[:3].ljust(3, "0"))
+    return text + "Z", ms

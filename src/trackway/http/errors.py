@@ -1,0 +1,73 @@
+"""Domain exceptions → status codes and the documented JSON bodies, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from trackway.domain.errors import EventRejected, NotFound, StoreUnavailable
+from trackway.http.auth import NotAuthorized, PermissionDenied
+
+INTERNAL_ERROR = "Internal Server Error - Please contact support for more information."
+UNAVAILABLE = "Service Unavailable - The service is temporarily unavailable. Try again later."
+RETRY_AFTER_SECONDS = 1
+
+_encode = msgspec.json.Encoder().encode
+
+
+class RequestTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class MethodNotAllowed(Exception):
+    def __init__(self, allowed: str) -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
+class BadRequest(Exception):
+    """A read endpoint's parameters are wrong: {field: [messages]}, with its status."""
+
+    def __init__(self, errors: dict[str, list[str]], status: int = 400) -> None:
+        super().__init__(errors)
+        self.errors = errors
+        self.status = status
+
+
+Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
+def json_body(payload: Any) -> bytes:
+    return _encode(payload)
+
+
+def error_response(exc: BaseException) -> Response | None:
+    """(status, JSON body, extra headers) for an exception we answer on purpose; None for an
+    unexpected one (the caller logs it and answers 500)."""
+    if isinstance(exc, EventRejected):
+        return 400, _encode({"errors": exc.errors}), []
+    if isinstance(exc, BadRequest):
+        return exc.status, _encode({"errors": exc.errors}), []
+    if isinstance(exc, NotAuthorized):
+        return 401, _encode({"message": "Not authorized"}), []
+    if isinstance(exc, PermissionDenied):
+        return 403, _encode({"message": "Permission denied"}), []
+    if isinstance(exc, NotFound):
+        return 404, _encode({"message": exc.what}), []
+    if isinstance(exc, MethodNotAllowed):
+        return 405, _encode({"message": "Method not allowed"}), [(b"allow", exc.allowed.encode())]
+    if isinstance(exc, RequestTooLarge):
+        message = f"Request body is too large (maximum is {exc.limit} bytes)"
+        return 413, _encode({"message": message}), [(b"connection", b"close")]
+    if isinstance(exc, StoreUnavailable):
+        return 503, _encode({"message": UNAVAILABLE}), [
+            (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+        ]
+    return None
+
+
+def internal_error() -> Response:
+    return 500, _encode({"message": INTERNAL_ERROR}), []

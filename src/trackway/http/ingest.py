@@ -1,0 +1,120 @@
+"""The ingest paths as a small raw ASGI handler in front of the Starlette app.
+
+Ingest is the hot path, and a framework's per-request work costs more than validating and
+storing the event (see DESIGN.md §5); so POST /api/v1/event is served here, with the same auth,
+domain rules and error mapping as every other route, and all else falls through to Starlette.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from trackway.domain.errors import TrackwayError
+from trackway.http.auth import NotAuthorized, key_from_authorization
+from trackway.http.errors import (
+    MethodNotAllowed,
+    RequestTooLarge,
+    Response,
+    error_response,
+    internal_error,
+    json_body,
+)
+from trackway.service import Trackway
+from trackway.store.base import Credential
+
+log = logging.getLogger("trackway.http")
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+Handler = Callable[[Credential, bytes], Awaitable[Response]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_OK = (200, json_body({"status": "OK"}), [])
+
+
+async def read_body(receive: Any, scope: dict[str, Any], limit: int) -> bytes | None:
+    """The whole request body, or RequestTooLarge as soon as it passes `limit` bytes (before
+    reading it when Content-Length says so); None when the client went away."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                raise RequestTooLarge(limit)
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def authorization_header(scope: dict[str, Any]) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bytes(value)
+    return None
+
+
+class IngestEndpoints:
+    def __init__(self, trackway: Trackway, fallback: ASGIApp) -> None:
+        self.trackway = trackway
+        self.fallback = fallback
+        self.max_body_bytes = trackway.settings.max_body_bytes
+        self.routes: dict[str, Handler] = {}
+        for path, handler in (("/api/v1/event", self.post_event),):
+            self.routes[path] = handler
+            self.routes[path + "/"] = handler
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
+            await self.fallback(scope, receive, send)
+            return
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed("POST")
+            key = key_from_authorization(authorization_header(scope))
+            credential = await self.trackway.credential_for_key(key) if key else None
+            if credential is None:
+                raise NotAuthorized()
+            body = await read_body(receive, scope, self.max_body_bytes)
+            if body is None:
+                return
+            status, payload, headers = await handler(credential, body)
+        except TrackwayError as exc:
+            status, payload, headers = error_response(exc) or internal_error()
+        except (MethodNotAllowed, RequestTooLarge) as exc:
+            status, payload, headers = error_response(exc) or internal_error()
+        except Exception:
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            status, payload, headers = internal_error()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    *_JSON_HEADERS,
+                    (b"content-length", str(len(payload)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def post_event(self, credential: Credential, body: bytes) -> Response:
+        await self.trackway.ingest_event(credential.account, body)
+        return _OK

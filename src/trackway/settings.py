@@ -1,0 +1,61 @@
+"""Configuration: read once (CLI flags, then TRACKWAY_* variables, then defaults), passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///./trackway-data/trackway.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # Largest request body accepted, in bytes; larger ones get 413 without being read.
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by TRACKWAY_<FIELD> variables, overridden by non-None overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(env_name(field.name))
+            if raw is not None and raw != "":
+                values[field.name] = _coerce(field.name, field.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not (0 < self.port < 65536):
+            raise ValueError("port must be between 1 and 65535")
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make from_env() in another process return these settings."""
+        return {env_name(f.name): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def env_name(field_name: str) -> str:
+    return "TRACKWAY_" + field_name.upper()
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    if type_name in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{env_name(name)} must be an integer, got {raw!r}") from None
+    return raw

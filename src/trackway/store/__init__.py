@@ -1,0 +1,18 @@
+"""open_store(url): the one place that picks a backend."""
+
+from __future__ import annotations
+
+from trackway.store.base import Account, Credential, IngestResult, Rejection, Store
+
+__all__ = ["Account", "Credential", "IngestResult", "Rejection", "Store", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """A store for `sqlite:///path` (relative path) or `sqlite:////abs/path`; not yet opened."""
+    if url.startswith("sqlite://"):
+        from trackway.store.sqlite.store import SQLiteStore, path_from_url
+
+        return SQLiteStore(path_from_url(url))
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("the PostgreSQL backend is not built yet; use a sqlite:/// URL")
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH")

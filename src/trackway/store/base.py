@@ -1,0 +1,94 @@
+"""The Store protocol: the narrow interface every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from trackway.domain.events import AcceptedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    uuid: str
+    name: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a key opens: an account, as an event key or a user key."""
+
+    account: Account
+    kind: str
+    key_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A rejected request of a known account, kept in the error log and counted per day."""
+
+    received_ms: int
+    error_type: str
+    errors: dict[str, list[str]]
+    raw: bytes
+
+
+@dataclass(slots=True)
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    # event_uuid → user_uuid of every event of the call, stored now or before.
+    user_uuids: dict[str, str] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the schema and start the writer."""
+
+    async def close(self) -> None:
+        """Finish the writes in flight, then release every connection."""
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot answer."""
+
+    async def credential(self, key_hash: str) -> Credential | None: ...
+
+    async def ingest(
+        self,
+        account: Account,
+        events: Sequence[AcceptedEvent],
+        rejections: Sequence[Rejection] = (),
+    ) -> IngestResult:
+        """Store the events (each event_uuid once per account) and log the rejections, in one
+        durable transaction shared with every concurrent call; return once committed."""
+
+    async def create_account(self, name: str, event_key_hash: str, user_key_hash: str) -> Account:
+        ...
+
+    async def list_accounts(self) -> list[Account]: ...
+
+    async def find_account(self, ref: str) -> Account:
+        """By name or uuid; raises AccountNotFound."""
+
+    async def replace_key(self, account: Account, kind: str, key_hash: str) -> None: ...
+
+    async def event_by_uuid(self, account: Account, event_uuid: str) -> dict[str, Any] | None: ...
+
+    async def count_events(self, account: Account) -> int: ...
+
+    async def daily_event_counts(
+        self, account: Account, first_day: str, last_day: str
+    ) -> list[tuple[str, str, int]]:
+        """(day, event name, count) from the rollup, days inclusive."""
+
+    async def daily_error_counts(
+        self, account: Account, first_day: str, last_day: str
+    ) -> list[tuple[str, str, int]]:
+        """(day, error type, count) from the rollup, days inclusive."""
+
+    async def error_log(self, account: Account, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def event_names(self, account: Account) -> list[dict[str, Any]]: ...

@@ -1,0 +1,68 @@
+-- Named queries of the SQLite store, loaded once by queries.py.
+
+-- name: insert_events_head
+INSERT INTO events (account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body)
+VALUES
+
+-- name: insert_events_tail
+ON CONFLICT (account_id, event_uuid) DO NOTHING
+RETURNING account_id, event_uuid
+
+-- name: add_event_daily
+INSERT INTO event_daily (account_id, day, event, count) VALUES (?, ?, ?, ?)
+ON CONFLICT (account_id, day, event) DO UPDATE SET count = count + excluded.count
+
+-- name: add_error_daily
+INSERT INTO error_daily (account_id, day, error_type, count) VALUES (?, ?, ?, ?)
+ON CONFLICT (account_id, day, error_type) DO UPDATE SET count = count + excluded.count
+
+-- name: register_event_name
+INSERT INTO event_names (account_id, name, display_name, type, created_ms)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (account_id, name) DO NOTHING
+
+-- name: insert_error_log
+INSERT INTO error_log (account_id, received_ms, error_type, errors, raw) VALUES (?, ?, ?, ?, ?)
+
+-- name: credential
+SELECT a.id, a.uuid, a.name, a.created_ms, k.kind, k.key_hash
+FROM api_keys AS k JOIN accounts AS a ON a.id = k.account_id
+WHERE k.key_hash = ? AND (k.expires_ms IS NULL OR k.expires_ms > ?)
+
+-- name: insert_account
+INSERT INTO accounts (uuid, name, created_ms) VALUES (?, ?, ?)
+
+-- name: insert_key
+INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (?, ?, ?, ?)
+
+-- name: expire_keys
+UPDATE api_keys SET expires_ms = ? WHERE account_id = ? AND kind = ? AND expires_ms IS NULL
+
+-- name: list_accounts
+SELECT id, uuid, name, created_ms FROM accounts ORDER BY id
+
+-- name: find_account
+SELECT id, uuid, name, created_ms FROM accounts WHERE name = ? OR uuid = ?
+
+-- name: event_by_uuid
+SELECT body, user_uuid, received_ms, timestamp_ms FROM events
+WHERE account_id = ? AND event_uuid = ?
+
+-- name: count_events
+SELECT count(*) FROM events WHERE account_id = ?
+
+-- name: daily_event_counts
+SELECT day, event, count FROM event_daily
+WHERE account_id = ? AND day BETWEEN ? AND ? ORDER BY day, event
+
+-- name: daily_error_counts
+SELECT day, error_type, count FROM error_daily
+WHERE account_id = ? AND day BETWEEN ? AND ? ORDER BY day, error_type
+
+-- name: error_log
+SELECT id, received_ms, error_type, errors, raw FROM error_log
+WHERE account_id = ? ORDER BY received_ms DESC, id DESC LIMIT ?
+
+-- name: event_names
+SELECT name, display_name, type, archived, created_ms FROM event_names
+WHERE account_id = ? ORDER BY name

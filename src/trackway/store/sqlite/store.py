@@ -1,0 +1,477 @@
+"""The SQLite store: one writer thread per process doing group commit, reads on a thread pool.
+
+Every write goes through the writer: it takes every job queued while the previous transaction
+committed and writes them all in one transaction (WAL, synchronous=FULL), then answers them.
+Several processes may share one file: SQLite serialises their writers (BEGIN IMMEDIATE with a
+busy timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
+from trackway.domain.events import AcceptedEvent, event_type
+from trackway.domain.timestamps import day_of_ms, now_ms
+from trackway.store.base import Account, Credential, IngestResult, Rejection
+from trackway.store.queries import load_queries, migration_files
+
+log = logging.getLogger("trackway.store")
+
+T = TypeVar("T")
+
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    # A 200 means the event is on disk: fsync the WAL at every commit.
+    "PRAGMA synchronous = FULL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA temp_store = MEMORY",
+    "PRAGMA cache_size = -65536",
+)
+# Rows per INSERT statement: 7 parameters a row stays under SQLite's 32,766 variables.
+ROWS_PER_STATEMENT = 2000
+# Events per group commit at most; the rest wait for the next transaction.
+MAX_BATCH_EVENTS = 20000
+READER_THREADS = 4
+
+Q = load_queries("trackway.store.sqlite", "queries.sql")
+_encode = msgspec.json.Encoder().encode
+
+
+def path_from_url(url: str) -> Path:
+    rest = url.removeprefix("sqlite://")
+    if not rest.startswith("/") or rest == "/":
+        raise ValueError(f"a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path: {url!r}")
+    return Path(rest[1:])
+
+
+@lru_cache(maxsize=4096)
+def _day(day_index: int) -> str:
+    return day_of_ms(day_index * 86_400_000)
+
+
+@lru_cache(maxsize=64)
+def _insert_events_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?)"] * rows)
+    return f"{Q['insert_events_head']} {values} {Q['insert_events_tail']}"
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"SQLite: {exc}")
+
+
+class _Job:
+    __slots__ = ("account_id", "call", "events", "future", "loop", "rejections")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        account_id: int = 0,
+        events: Sequence[AcceptedEvent] = (),
+        rejections: Sequence[Rejection] = (),
+        call: Callable[[sqlite3.Connection], Any] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.account_id = account_id
+        self.events = events
+        self.rejections = rejections
+        self.call = call
+
+
+_STOP = object()
+
+
+def _deliver(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class _Writer(threading.Thread):
+    """The one thread of this process that writes; group commit happens here."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(name="trackway-writer", daemon=True)
+        self.store = store
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.conn: sqlite3.Connection | None = None
+        self.known_names: set[tuple[int, str]] = set()
+
+    def run(self) -> None:
+        stopping = False
+        while not stopping:
+            job = self.jobs.get()
+            if job is _STOP:
+                break
+            batch = [job]
+            size = len(job.events) + 1
+            while size < MAX_BATCH_EVENTS:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                batch.append(job)
+                size += len(job.events) + 1
+            self._run_batch(batch)
+        if self.conn is not None:
+            self.conn.close()
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        ingests = [job for job in batch if job.call is None]
+        if ingests:
+            try:
+                results = self._commit(self._write_ingest, ingests)
+                for job, result in zip(ingests, results, strict=True):
+                    outcomes.setdefault(job.loop, []).append((job.future, result, None))
+            except BaseException as exc:
+                error = self._translate(exc)
+                for job in ingests:
+                    outcomes.setdefault(job.loop, []).append((job.future, None, error))
+        for job in batch:
+            if job.call is None:
+                continue
+            try:
+                result = self._commit(job.call)
+                outcomes.setdefault(job.loop, []).append((job.future, result, None))
+            except BaseException as exc:
+                outcomes.setdefault(job.loop, []).append((job.future, None, self._translate(exc)))
+        for loop, items in outcomes.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop closed while we wrote: nobody waits for these
+                pass
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.OperationalError):
+            log.warning("write failed, store unavailable: %s", exc)
+            self._drop_connection()
+            return _unavailable(exc)
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            log.error("write failed: %r", exc)
+            self._drop_connection()
+        return exc
+
+    def _drop_connection(self) -> None:
+        # A fresh connection after a storage fault lets the store recover by itself.
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+            self.conn = None
+
+    def _commit(self, write: Callable[..., T], *args: Any) -> T:
+        if self.conn is None:
+            self.conn = self.store.connect()
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = write(conn, *args) if args else write(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        return result
+
+    def _write_ingest(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[IngestResult]:
+        rows: list[tuple[Any, ...]] = []
+        for job in jobs:
+            account_id = job.account_id
+            for e in job.events:
+                rows.append((account_id, e.event_uuid, e.event, None, e.timestamp_ms,
+                             e.received_ms, _encode(e.body)))
+        inserted: set[tuple[int, str]] = set()
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            params = [value for row in chunk for value in row]
+            inserted.update(conn.execute(_insert_events_sql(len(chunk)), params).fetchall())
+
+        results = []
+        daily: Counter[tuple[int, str, str]] = Counter()
+        new_names: set[tuple[int, str]] = set()
+        errors: Counter[tuple[int, str, str]] = Counter()
+        log_rows = []
+        for job in jobs:
+            result = IngestResult()
+            account_id = job.account_id
+            for e in job.events:
+                key = (account_id, e.event_uuid)
+                if key in inserted:
+                    # Discard so that a second copy of one uuid in this batch counts once.
+                    inserted.discard(key)
+                    result.stored += 1
+                    daily[(account_id, _day(e.timestamp_ms // 86_400_000), e.event)] += 1
+                    if (account_id, e.event) not in self.known_names:
+                        new_names.add((account_id, e.event))
+                else:
+                    result.duplicates += 1
+            for r in job.rejections:
+                errors[(account_id, _day(r.received_ms // 86_400_000), r.error_type)] += 1
+                log_rows.append((account_id, r.received_ms, r.error_type, _encode(r.errors),
+                                 r.raw[:65536]))
+            results.append(result)
+
+        if daily:
+            conn.executemany(Q["add_event_daily"], [(*k, n) for k, n in daily.items()])
+        if new_names:
+            now = now_ms()
+            conn.executemany(
+                Q["register_event_name"],
+                [(a, name, name, event_type(name), now) for a, name in new_names],
+            )
+            self.known_names.update(new_names)
+        if log_rows:
+            conn.executemany(Q["insert_error_log"], log_rows)
+            conn.executemany(Q["add_error_daily"], [(*k, n) for k, n in errors.items()])
+        return results
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: _Writer | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=10.0)
+        for pragma in PRAGMAS:
+            conn.execute(pragma)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise RuntimeError("store is not open")
+
+        def run() -> T:
+            try:
+                return fn(self._reader())
+            except sqlite3.OperationalError as exc:
+                self._local.conn = None
+                raise _unavailable(exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        job = _Job(asyncio.get_running_loop(), call=fn)
+        self._writer.jobs.put(job)
+        return await job.future  # type: ignore[no-any-return]
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.migrate)
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="trackway-read")
+        self._writer = _Writer(self)
+        self._writer.start()
+
+    def migrate(self) -> None:
+        """Apply every schema file newer than the database's user_version, each in a
+        transaction of its own; BEGIN IMMEDIATE keeps processes starting together in line."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self.connect()
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
+        try:
+            for number, name, sql in migration_files("trackway.store.sqlite"):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version >= number:
+                        conn.execute("COMMIT")
+                        continue
+                    log.info("applying migration %s", name)
+                    for statement in _statements(sql):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.jobs.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def ingest(
+        self,
+        account: Account,
+        events: Sequence[AcceptedEvent],
+        rejections: Sequence[Rejection] = (),
+    ) -> IngestResult:
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        job = _Job(asyncio.get_running_loop(), account.id, events, rejections)
+        self._writer.jobs.put(job)
+        return await job.future  # type: ignore[no-any-return]
+
+    async def create_account(self, name: str, event_key_hash: str, user_key_hash: str) -> Account:
+        account_uuid = str(uuid.uuid4())
+        created = now_ms()
+
+        def write(conn: sqlite3.Connection) -> Account:
+            try:
+                cursor = conn.execute(Q["insert_account"], (account_uuid, name, created))
+            except sqlite3.IntegrityError:
+                raise AccountExists(f"an account named {name!r} exists already") from None
+            account_id = cursor.lastrowid
+            assert account_id is not None
+            conn.execute(Q["insert_key"], (event_key_hash, account_id, "event", created))
+            conn.execute(Q["insert_key"], (user_key_hash, account_id, "user", created))
+            return Account(account_id, account_uuid, name, created)
+
+        return await self._write(write)
+
+    async def replace_key(self, account: Account, kind: str, key_hash: str) -> None:
+        now = now_ms()
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["expire_keys"], (now, account.id, kind))
+            conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
+
+        await self._write(write)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def credential(self, key_hash: str) -> Credential | None:
+        def read(conn: sqlite3.Connection) -> Credential | None:
+            row = conn.execute(Q["credential"], (key_hash, now_ms())).fetchone()
+            if row is None:
+                return None
+            return Credential(Account(*row[:4]), row[4], row[5])
+
+        return await self._read(read)
+
+    async def list_accounts(self) -> list[Account]:
+        return await self._read(
+            lambda conn: [Account(*row) for row in conn.execute(Q["list_accounts"])]
+        )
+
+    async def find_account(self, ref: str) -> Account:
+        row = await self._read(lambda conn: conn.execute(Q["find_account"], (ref, ref)).fetchone())
+        if row is None:
+            raise AccountNotFound(ref)
+        return Account(*row)
+
+    async def event_by_uuid(self, account: Account, event_uuid: str) -> dict[str, Any] | None:
+        row = await self._read(
+            lambda conn: conn.execute(Q["event_by_uuid"], (account.id, event_uuid)).fetchone()
+        )
+        if row is None:
+            return None
+        body: dict[str, Any] = msgspec.json.decode(row[0])
+        return body
+
+    async def count_events(self, account: Account) -> int:
+        row = await self._read(lambda conn: conn.execute(Q["count_events"], (account.id,)).fetchone())
+        return int(row[0])
+
+    async def daily_event_counts(
+        self, account: Account, first_day: str, last_day: str
+    ) -> list[tuple[str, str, int]]:
+        return await self._read(
+            lambda conn: conn.execute(
+                Q["daily_event_counts"], (account.id, first_day, last_day)
+            ).fetchall()
+        )
+
+    async def daily_error_counts(
+        self, account: Account, first_day: str, last_day: str
+    ) -> list[tuple[str, str, int]]:
+        return await self._read(
+            lambda conn: conn.execute(
+                Q["daily_error_counts"], (account.id, first_day, last_day)
+            ).fetchall()
+        )
+
+    async def error_log(self, account: Account, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda conn: conn.execute(Q["error_log"], (account.id, limit)).fetchall()
+        )
+        return [
+            {"id": i, "received_ms": ms, "error_type": t, "errors": msgspec.json.decode(e),
+             "raw": bytes(raw)}
+            for i, ms, t, e, raw in rows
+        ]
+
+    async def event_names(self, account: Account) -> list[dict[str, Any]]:
+        rows = await self._read(lambda conn: conn.execute(Q["event_names"], (account.id,)).fetchall())
+        return [
+            {"name": n, "display_name": d, "type": t, "archived": bool(a), "created_ms": c}
+            for n, d, t, a, c in rows
+        ]
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a schema file into statements (sqlite3 runs one per execute)."""
+    statements, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in current.splitlines()
+    ):
+        raise ValueError(f"unterminated SQL statement: {current.strip()[:80]}")
+    return statements
+
