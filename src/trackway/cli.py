@@ -53,21 +53,44 @@ def main() -> None:
 @main.command()
 @click.option("--host", envvar="TRACKWAY_HOST", default=DEFAULTS.host, show_default=True)
 @click.option("--port", envvar="TRACKWAY_PORT", default=DEFAULTS.port, type=int, show_default=True)
-@click.option("--workers", envvar="TRACKWAY_WORKERS", default=DEFAULTS.workers, type=click.IntRange(1),
-              show_default=True, help="Worker processes sharing the database.")
+@click.option(
+    "--workers",
+    envvar="TRACKWAY_WORKERS",
+    default=DEFAULTS.workers,
+    type=click.IntRange(1),
+    show_default=True,
+    help="Worker processes sharing the database.",
+)
 @database_option
-@click.option("--max-body-bytes", envvar="TRACKWAY_MAX_BODY_BYTES", default=DEFAULTS.max_body_bytes,
-              type=click.IntRange(1024), show_default=True,
-              help="Largest request body; larger ones get 413 unread.")
-@click.option("--log-level", envvar="TRACKWAY_LOG_LEVEL", default=DEFAULTS.log_level, show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(host: str, port: int, workers: int, database_url: str, max_body_bytes: int,
-          log_level: str) -> None:
+@click.option(
+    "--max-body-bytes",
+    envvar="TRACKWAY_MAX_BODY_BYTES",
+    default=DEFAULTS.max_body_bytes,
+    type=click.IntRange(1024),
+    show_default=True,
+    help="Largest request body; larger ones get 413 unread.",
+)
+@click.option(
+    "--log-level",
+    envvar="TRACKWAY_LOG_LEVEL",
+    default=DEFAULTS.log_level,
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(
+    host: str, port: int, workers: int, database_url: str, max_body_bytes: int, log_level: str
+) -> None:
     """Run the HTTP API."""
     import uvicorn
 
-    settings = Settings(database_url=database_url, host=host, port=port, workers=workers,
-                        max_body_bytes=max_body_bytes, log_level=log_level)
+    settings = Settings(
+        database_url=database_url,
+        host=host,
+        port=port,
+        workers=workers,
+        max_body_bytes=max_body_bytes,
+        log_level=log_level,
+    )
     try:
         settings.check()
         # Migrate once here, so that N workers starting together find the schema ready.
@@ -102,8 +125,11 @@ def accounts() -> None:
 @click.argument("name")
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--if-missing", is_flag=True,
-              help="Do nothing (exit 0) when an account of that name exists already.")
+@click.option(
+    "--if-missing",
+    is_flag=True,
+    help="Do nothing (exit 0) when an account of that name exists already.",
+)
 def accounts_create(name: str, database_url: str, as_json: bool, if_missing: bool) -> None:
     """Create an account and print its two keys (shown this once: only hashes are stored)."""
     event_key, user_key = new_key(), new_key()
@@ -118,15 +144,19 @@ def accounts_create(name: str, database_url: str, as_json: bool, if_missing: boo
 
     account = with_store(database_url, create)
     if account is None:
-        click.echo(f"Account {name!r} exists already; its keys were shown when it was created "
-                   f"(new ones: trackway keys rotate {name} --kind event|user).", err=True)
+        click.echo(
+            f"Account {name!r} exists already; its keys were shown when it was created "
+            f"(new ones: trackway keys rotate {name} --kind event|user).",
+            err=True,
+        )
         return
     keys = {"account_uuid": account.uuid, "event_api_key": event_key, "user_api_key": user_key}
     if as_json:
         click.echo(json.dumps(keys))
     else:
-        click.echo(f"Account {name} created ({account.uuid}). Keep these keys; they are not "
-                   "shown again.")
+        click.echo(
+            f"Account {name} created ({account.uuid}). Keep these keys; they are not shown again."
+        )
         click.echo(f"  event API key: {event_key}   (send events)")
         click.echo(f"  user API key:  {user_key}   (send events and read)")
 
@@ -140,8 +170,15 @@ def accounts_list(database_url: str, as_json: bool) -> None:
 
     for account in with_store(database_url, lambda store: store.list_accounts()):
         if as_json:
-            click.echo(json.dumps({"account_uuid": account.uuid, "name": account.name,
-                                   "created_at": format_ms(account.created_ms)}))
+            click.echo(
+                json.dumps(
+                    {
+                        "account_uuid": account.uuid,
+                        "name": account.name,
+                        "created_at": format_ms(account.created_ms),
+                    }
+                )
+            )
         else:
             click.echo(f"{account.uuid}  {account.name}  {format_ms(account.created_ms)}")
 

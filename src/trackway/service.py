@@ -51,8 +51,9 @@ class Trackway:
         try:
             event = decode_event_body(raw, received)
         except EventRejected as rejected:
-            await self.log_rejections(account, [Rejection(received, rejected.error_type,
-                                                          rejected.errors, raw)])
+            await self.log_rejections(
+                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+            )
             raise
         return await self.store.ingest(account, [event])
 

@@ -6,6 +6,8 @@ every bad field and the one error type the rejection is counted under.
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import uuid
 from dataclasses import dataclass
@@ -68,7 +70,9 @@ BLANK = "can't be blank"
 NOT_VALID = "is not valid"
 NO_IDENTIFIER = "customer_id, email, device_id or cookie must be present"
 
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 # Plausible, not RFC 5322: one @, a dot in the domain, no spaces or control characters.
 _EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f.]+(\.[^@\s\x00-\x1f\x7f.]+)+")
 _EMAIL_HASH_RE = re.compile(r"[0-9a-fA-F]{32}")
@@ -76,6 +80,11 @@ _NUMERIC_RE = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
 _SCRIPT_RE = re.compile(r"<\s*script", re.IGNORECASE)
 _SPACE_OR_CONTROL_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
+_random = random.Random()
+_random_bits = _random.getrandbits
+# A forked worker must not repeat its parent's uuids: a repeated uuid would be dropped as a
+# duplicate.
+os.register_at_fork(after_in_child=_random.seed)
 
 # Body fields of the seed whose value must be a string when present.
 _STRING_FIELDS = (
@@ -156,8 +165,12 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
     device_id = _identifier(body, "device_id")
     cookie = _identifier(body, "cookie")
 
-    if customer_id is None and email is None and email_hash is None and device_id is None and (
-        cookie is None
+    if (
+        customer_id is None
+        and email is None
+        and email_hash is None
+        and device_id is None
+        and (cookie is None)
     ):
         reject("base", NO_IDENTIFIER, "missing_identifier")
 
@@ -170,8 +183,11 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
             if customer_id == "0":
                 reject(cid_field, "must not be 0", "invalid_customer_id")
             elif len(customer_id) > MAX_CUSTOMER_ID:
-                reject(cid_field, f"is too long (maximum is {MAX_CUSTOMER_ID} characters)",
-                       "invalid_customer_id")
+                reject(
+                    cid_field,
+                    f"is too long (maximum is {MAX_CUSTOMER_ID} characters)",
+                    "invalid_customer_id",
+                )
 
     if email is not None:
         if not isinstance(email, str) or len(email) > MAX_EMAIL or not _EMAIL_RE.fullmatch(email):
@@ -183,8 +199,11 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
         if not isinstance(device_id, str):
             reject("device_id", "must be a string", "invalid_device_id")
         elif len(device_id) > MAX_DEVICE_ID:
-            reject("device_id", f"is too long (maximum is {MAX_DEVICE_ID} characters)",
-                   "invalid_device_id")
+            reject(
+                "device_id",
+                f"is too long (maximum is {MAX_DEVICE_ID} characters)",
+                "invalid_device_id",
+            )
         elif _SPACE_OR_CONTROL_RE.search(device_id) or device_id == _NIL_UUID:
             reject("device_id", NOT_VALID, "invalid_device_id")
 
@@ -205,7 +224,7 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
 
     event_uuid = body.get("event_uuid")
     if event_uuid is None or event_uuid == "":
-        event_uuid = str(uuid.uuid4())
+        event_uuid = new_event_uuid()
     elif not isinstance(event_uuid, str) or not _UUID_RE.fullmatch(event_uuid):
         reject("event_uuid", "is not a valid UUID", "invalid_event_attributes")
     else:
@@ -218,8 +237,11 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
     else:
         parsed = parse_timestamp(raw_timestamp)
         if parsed is None:
-            reject("timestamp", "is not a valid ISO 8601 timestamp or Unix time",
-                   "invalid_event_attributes")
+            reject(
+                "timestamp",
+                "is not a valid ISO 8601 timestamp or Unix time",
+                "invalid_event_attributes",
+            )
             timestamp, timestamp_ms = "", 0
         else:
             timestamp, timestamp_ms = parsed
@@ -246,8 +268,14 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
     if customer_id is not None:
         stored["customer_id"] = customer_id
     # Identifiers sent empty count as absent, and are not kept as empty values.
-    for name in ("customer_id", "retailer_customer_id", "email", "email_hash", "device_id",
-                 "cookie"):
+    for name in (
+        "customer_id",
+        "retailer_customer_id",
+        "email",
+        "email_hash",
+        "device_id",
+        "cookie",
+    ):
         if name in stored and _blank(stored[name]):
             del stored[name]
     if cookie is not None:
@@ -265,6 +293,12 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
         cookie=cookie,
         body=stored,
     )
+
+
+def new_event_uuid() -> str:
+    """A random (version 4) UUID. Event uuids name events, they guard nothing: the fast
+    non-cryptographic generator will do, seeded from the OS per process."""
+    return str(uuid.UUID(int=_random_bits(128), version=4))
 
 
 def is_valid_event_name(name: Any) -> bool:
@@ -329,8 +363,11 @@ def _check_attributes(body: dict[str, Any], reject: Any) -> None:
     values nested at most MAX_NESTING deep. One walk over every value, without recursion."""
     for name, value in body.items():
         if len(name) > MAX_ATTRIBUTE_NAME:
-            reject(name, f"is too long a name (maximum is {MAX_ATTRIBUTE_NAME} characters)",
-                   "invalid_event_attributes")
+            reject(
+                name,
+                f"is too long a name (maximum is {MAX_ATTRIBUTE_NAME} characters)",
+                "invalid_event_attributes",
+            )
             continue
         if isinstance(value, str):
             if "<" in value and _SCRIPT_RE.search(value):
@@ -342,8 +379,11 @@ def _check_attributes(body: dict[str, Any], reject: Any) -> None:
         while stack:
             item, depth = stack.pop()
             if depth > MAX_NESTING:
-                reject(name, f"is nested too deeply (maximum is {MAX_NESTING} levels)",
-                       "invalid_event_attributes")
+                reject(
+                    name,
+                    f"is nested too deeply (maximum is {MAX_NESTING} levels)",
+                    "invalid_event_attributes",
+                )
                 break
             children = item.values() if isinstance(item, dict) else item
             if isinstance(item, dict) and any(

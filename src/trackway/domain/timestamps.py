@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 _ISO_RE = re.compile(
@@ -22,8 +23,13 @@ def now_ms() -> int:
 def format_ms(ms: int) -> str:
     """Epoch milliseconds → '2021-06-24T04:53:54.123Z'."""
     seconds, millis = divmod(ms, 1000)
-    dt = datetime.fromtimestamp(seconds, UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    return f"{_format_second(seconds)}.{millis:03d}Z"
+
+
+@lru_cache(maxsize=1024)
+def _format_second(seconds: int) -> str:
+    # Receipt times repeat the same second thousands of times under load.
+    return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}"
 
 
 def day_of_ms(ms: int) -> str:
@@ -51,8 +57,9 @@ def parse_timestamp(value: Any) -> tuple[str, int] | None:
         return None
     year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
     try:
-        dt = datetime(int(year), int(month), int(day), int(hour), int(minute),
-                      int(second or 0), tzinfo=UTC)
+        dt = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC
+        )
         if sign:
             offset = timedelta(hours=int(off_h), minutes=int(off_m))
             if offset >= timedelta(hours=24):

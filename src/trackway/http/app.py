@@ -45,8 +45,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     messages = {404: "Not found", 405: "Method not allowed"}
     message = messages.get(exc.status_code, exc.detail)
     headers = dict(exc.headers or {})
-    return Response(json_body({"message": message}), exc.status_code, headers=headers,
-                    media_type="application/json")
+    return Response(
+        json_body({"message": message}),
+        exc.status_code,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 async def healthz(request: Request) -> Response:

@@ -63,9 +63,11 @@ def error_response(exc: BaseException) -> Response | None:
         message = f"Request body is too large (maximum is {exc.limit} bytes)"
         return 413, _encode({"message": message}), [(b"connection", b"close")]
     if isinstance(exc, StoreUnavailable):
-        return 503, _encode({"message": UNAVAILABLE}), [
-            (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
-        ]
+        return (
+            503,
+            _encode({"message": UNAVAILABLE}),
+            [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+        )
     return None
 
 

@@ -65,8 +65,9 @@ class Store(Protocol):
         """Store the events (each event_uuid once per account) and log the rejections, in one
         durable transaction shared with every concurrent call; return once committed."""
 
-    async def create_account(self, name: str, event_key_hash: str, user_key_hash: str) -> Account:
-        ...
+    async def create_account(
+        self, name: str, event_key_hash: str, user_key_hash: str
+    ) -> Account: ...
 
     async def list_accounts(self) -> list[Account]: ...
 

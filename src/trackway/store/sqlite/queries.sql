@@ -8,21 +8,11 @@ VALUES
 ON CONFLICT (account_id, event_uuid) DO NOTHING
 RETURNING account_id, event_uuid
 
--- name: add_event_daily
-INSERT INTO event_daily (account_id, day, event, count) VALUES (?, ?, ?, ?)
-ON CONFLICT (account_id, day, event) DO UPDATE SET count = count + excluded.count
+-- name: insert_error_log_head
+INSERT INTO error_log (account_id, received_ms, error_type, errors, raw) VALUES
 
--- name: add_error_daily
-INSERT INTO error_daily (account_id, day, error_type, count) VALUES (?, ?, ?, ?)
-ON CONFLICT (account_id, day, error_type) DO UPDATE SET count = count + excluded.count
-
--- name: register_event_name
-INSERT INTO event_names (account_id, name, display_name, type, created_ms)
-VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (account_id, name) DO NOTHING
-
--- name: insert_error_log
-INSERT INTO error_log (account_id, received_ms, error_type, errors, raw) VALUES (?, ?, ?, ?, ?)
+-- name: add_standard_event_name
+INSERT INTO standard_event_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING
 
 -- name: credential
 SELECT a.id, a.uuid, a.name, a.created_ms, k.kind, k.key_hash

@@ -14,7 +14,6 @@ import queue
 import sqlite3
 import threading
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -24,8 +23,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
-from trackway.domain.events import AcceptedEvent, event_type
-from trackway.domain.timestamps import day_of_ms, now_ms
+from trackway.domain.events import STANDARD_EVENTS, AcceptedEvent
+from trackway.domain.timestamps import now_ms
 from trackway.store.base import Account, Credential, IngestResult, Rejection
 from trackway.store.queries import load_queries, migration_files
 
@@ -46,6 +45,8 @@ ROWS_PER_STATEMENT = 2000
 # Events per group commit at most; the rest wait for the next transaction.
 MAX_BATCH_EVENTS = 20000
 READER_THREADS = 4
+# Raw bodies kept in the error log are cut at this size.
+MAX_RAW_BYTES = 64 * 1024
 
 Q = load_queries("trackway.store.sqlite", "queries.sql")
 _encode = msgspec.json.Encoder().encode
@@ -54,19 +55,21 @@ _encode = msgspec.json.Encoder().encode
 def path_from_url(url: str) -> Path:
     rest = url.removeprefix("sqlite://")
     if not rest.startswith("/") or rest == "/":
-        raise ValueError(f"a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path: {url!r}")
+        raise ValueError(
+            f"a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path: {url!r}"
+        )
     return Path(rest[1:])
-
-
-@lru_cache(maxsize=4096)
-def _day(day_index: int) -> str:
-    return day_of_ms(day_index * 86_400_000)
 
 
 @lru_cache(maxsize=64)
 def _insert_events_sql(rows: int) -> str:
     values = ",".join(["(?,?,?,?,?,?,?)"] * rows)
     return f"{Q['insert_events_head']} {values} {Q['insert_events_tail']}"
+
+
+@lru_cache(maxsize=64)
+def _insert_error_log_sql(rows: int) -> str:
+    return f"{Q['insert_error_log_head']} {','.join(['(?,?,?,?,?)'] * rows)}"
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -113,26 +116,26 @@ class _Writer(threading.Thread):
         self.store = store
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
-        self.known_names: set[tuple[int, str]] = set()
 
     def run(self) -> None:
         stopping = False
         while not stopping:
-            job = self.jobs.get()
-            if job is _STOP:
+            item = self.jobs.get()
+            if item is _STOP:
                 break
-            batch = [job]
-            size = len(job.events) + 1
+            batch = item if isinstance(item, list) else [item]
+            size = sum(len(job.events) + 1 for job in batch)
             while size < MAX_BATCH_EVENTS:
                 try:
-                    job = self.jobs.get_nowait()
+                    item = self.jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP:
+                if item is _STOP:
                     stopping = True
                     break
-                batch.append(job)
-                size += len(job.events) + 1
+                more = item if isinstance(item, list) else [item]
+                batch += more
+                size += sum(len(job.events) + 1 for job in more)
             self._run_batch(batch)
         if self.conn is not None:
             self.conn.close()
@@ -141,8 +144,13 @@ class _Writer(threading.Thread):
         outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         ingests = [job for job in batch if job.call is None]
         if ingests:
+            # One INSERT is a transaction of its own: BEGIN and COMMIT would only add two more
+            # hand-overs of the GIL.
+            single = not any(job.rejections for job in ingests) and (
+                sum(len(job.events) for job in ingests) <= ROWS_PER_STATEMENT
+            )
             try:
-                results = self._commit(self._write_ingest, ingests)
+                results = self._commit(self._write_ingest, ingests, explicit=not single)
                 for job, result in zip(ingests, results, strict=True):
                     outcomes.setdefault(job.loop, []).append((job.future, result, None))
             except BaseException as exc:
@@ -182,10 +190,12 @@ class _Writer(threading.Thread):
                 pass
             self.conn = None
 
-    def _commit(self, write: Callable[..., T], *args: Any) -> T:
+    def _commit(self, write: Callable[..., T], *args: Any, explicit: bool = True) -> T:
         if self.conn is None:
             self.conn = self.store.connect()
         conn = self.conn
+        if not explicit:
+            return write(conn, *args)
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = write(conn, *args) if args else write(conn)
@@ -200,55 +210,56 @@ class _Writer(threading.Thread):
         return result
 
     def _write_ingest(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[IngestResult]:
-        rows: list[tuple[Any, ...]] = []
+        """One multi-row INSERT for the events of every job and one for the rejections; the
+        triggers keep the rollups and the name registry. Few statements means few hand-overs
+        of the GIL between this thread and the event loop, which is what a commit costs."""
+        rows: list[Any] = []
+        count = 0
         for job in jobs:
             account_id = job.account_id
             for e in job.events:
-                rows.append((account_id, e.event_uuid, e.event, None, e.timestamp_ms,
-                             e.received_ms, _encode(e.body)))
+                rows += (
+                    account_id,
+                    e.event_uuid,
+                    e.event,
+                    None,
+                    e.timestamp_ms,
+                    e.received_ms,
+                    _encode(e.body),
+                )
+                count += 1
         inserted: set[tuple[int, str]] = set()
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start : start + ROWS_PER_STATEMENT]
-            params = [value for row in chunk for value in row]
-            inserted.update(conn.execute(_insert_events_sql(len(chunk)), params).fetchall())
+        step = ROWS_PER_STATEMENT * 7
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            inserted.update(conn.execute(_insert_events_sql(len(chunk) // 7), chunk).fetchall())
 
+        log_rows: list[Any] = []
         results = []
-        daily: Counter[tuple[int, str, str]] = Counter()
-        new_names: set[tuple[int, str]] = set()
-        errors: Counter[tuple[int, str, str]] = Counter()
-        log_rows = []
         for job in jobs:
             result = IngestResult()
             account_id = job.account_id
             for e in job.events:
                 key = (account_id, e.event_uuid)
                 if key in inserted:
-                    # Discard so that a second copy of one uuid in this batch counts once.
+                    # Discard, so that a second copy of one uuid in this batch is a duplicate.
                     inserted.discard(key)
                     result.stored += 1
-                    daily[(account_id, _day(e.timestamp_ms // 86_400_000), e.event)] += 1
-                    if (account_id, e.event) not in self.known_names:
-                        new_names.add((account_id, e.event))
                 else:
                     result.duplicates += 1
             for r in job.rejections:
-                errors[(account_id, _day(r.received_ms // 86_400_000), r.error_type)] += 1
-                log_rows.append((account_id, r.received_ms, r.error_type, _encode(r.errors),
-                                 r.raw[:65536]))
+                log_rows += (
+                    account_id,
+                    r.received_ms,
+                    r.error_type,
+                    _encode(r.errors),
+                    r.raw[:MAX_RAW_BYTES],
+                )
             results.append(result)
-
-        if daily:
-            conn.executemany(Q["add_event_daily"], [(*k, n) for k, n in daily.items()])
-        if new_names:
-            now = now_ms()
-            conn.executemany(
-                Q["register_event_name"],
-                [(a, name, name, event_type(name), now) for a, name in new_names],
-            )
-            self.known_names.update(new_names)
-        if log_rows:
-            conn.executemany(Q["insert_error_log"], log_rows)
-            conn.executemany(Q["add_error_daily"], [(*k, n) for k, n in errors.items()])
+        step = ROWS_PER_STATEMENT * 5
+        for start in range(0, len(log_rows), step):
+            chunk = log_rows[start : start + step]
+            conn.execute(_insert_error_log_sql(len(chunk) // 5), chunk)
         return results
 
 
@@ -260,12 +271,14 @@ class SQLiteStore:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._pending: list[_Job] = []
 
     # -- connections ---------------------------------------------------------------------
 
     def connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=10.0)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+        )
         for pragma in PRAGMAS:
             conn.execute(pragma)
         return conn
@@ -331,6 +344,9 @@ class SQLiteStore:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(Q["add_standard_event_name"], [(n,) for n in STANDARD_EVENTS])
+            conn.execute("COMMIT")
         finally:
             conn.close()
 
@@ -360,9 +376,22 @@ class SQLiteStore:
     ) -> IngestResult:
         if self._writer is None:
             raise RuntimeError("store is not open")
-        job = _Job(asyncio.get_running_loop(), account.id, events, rejections)
-        self._writer.jobs.put(job)
+        loop = asyncio.get_running_loop()
+        job = _Job(loop, account.id, events, rejections)
+        # Hand the writer every job of this turn of the event loop at once: one wake-up of
+        # its thread per turn instead of one per request.
+        if not self._pending:
+            loop.call_soon(self._hand_over)
+        self._pending.append(job)
         return await job.future  # type: ignore[no-any-return]
+
+    def _hand_over(self) -> None:
+        jobs, self._pending = self._pending, []
+        if self._writer is None:
+            for job in jobs:
+                job.future.set_exception(StoreUnavailable("store is closed"))
+            return
+        self._writer.jobs.put(jobs)
 
     async def create_account(self, name: str, event_key_hash: str, user_key_hash: str) -> Account:
         account_uuid = str(uuid.uuid4())
@@ -422,7 +451,9 @@ class SQLiteStore:
         return body
 
     async def count_events(self, account: Account) -> int:
-        row = await self._read(lambda conn: conn.execute(Q["count_events"], (account.id,)).fetchone())
+        row = await self._read(
+            lambda conn: conn.execute(Q["count_events"], (account.id,)).fetchone()
+        )
         return int(row[0])
 
     async def daily_event_counts(
@@ -448,13 +479,20 @@ class SQLiteStore:
             lambda conn: conn.execute(Q["error_log"], (account.id, limit)).fetchall()
         )
         return [
-            {"id": i, "received_ms": ms, "error_type": t, "errors": msgspec.json.decode(e),
-             "raw": bytes(raw)}
+            {
+                "id": i,
+                "received_ms": ms,
+                "error_type": t,
+                "errors": msgspec.json.decode(e),
+                "raw": bytes(raw),
+            }
             for i, ms, t, e, raw in rows
         ]
 
     async def event_names(self, account: Account) -> list[dict[str, Any]]:
-        rows = await self._read(lambda conn: conn.execute(Q["event_names"], (account.id,)).fetchall())
+        rows = await self._read(
+            lambda conn: conn.execute(Q["event_names"], (account.id,)).fetchall()
+        )
         return [
             {"name": n, "display_name": d, "type": t, "archived": bool(a), "created_ms": c}
             for n, d, t, a, c in rows
@@ -474,4 +512,3 @@ def _statements(sql: str) -> list[str]:
     ):
         raise ValueError(f"unterminated SQL statement: {current.strip()[:80]}")
     return statements
-

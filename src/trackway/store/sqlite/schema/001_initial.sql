@@ -68,3 +68,32 @@ CREATE TABLE event_names (
     created_ms    INTEGER NOT NULL,
     PRIMARY KEY (account_id, name)
 ) WITHOUT ROWID;
+
+-- The well-known event names (type 'standard'); filled at every start from the domain's list.
+CREATE TABLE standard_event_names (
+    name  TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
+-- Rollups and the registry move with the events, in the same statement and transaction: the
+-- writer sends one multi-row INSERT per group commit and SQLite does the rest without Python.
+CREATE TRIGGER events_rollup AFTER INSERT ON events
+BEGIN
+    INSERT INTO event_daily (account_id, day, event, count)
+    VALUES (NEW.account_id, strftime('%Y-%m-%d', NEW.timestamp_ms / 1000, 'unixepoch'),
+            NEW.event, 1)
+    ON CONFLICT (account_id, day, event) DO UPDATE SET count = count + 1;
+    INSERT INTO event_names (account_id, name, display_name, type, created_ms)
+    VALUES (NEW.account_id, NEW.event, NEW.event,
+            CASE WHEN EXISTS (SELECT 1 FROM standard_event_names WHERE name = NEW.event)
+                 THEN 'standard' ELSE 'custom_event' END,
+            NEW.received_ms)
+    ON CONFLICT (account_id, name) DO NOTHING;
+END;
+
+CREATE TRIGGER error_log_rollup AFTER INSERT ON error_log
+BEGIN
+    INSERT INTO error_daily (account_id, day, error_type, count)
+    VALUES (NEW.account_id, strftime('%Y-%m-%d', NEW.received_ms / 1000, 'unixepoch'),
+            NEW.error_type, 1)
+    ON CONFLICT (account_id, day, error_type) DO UPDATE SET count = count + 1;
+END;
