@@ -55,7 +55,7 @@ def parse_timestamp(value: Any) -> tuple[str, int] | None:
     match = _ISO_RE.fullmatch(value.strip())
     if match is None:
         return None
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    year, month, day, hour, minute, second, fraction, _zulu, sign, off_h, off_m = match.groups()
     try:
         dt = datetime(
             int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=UTC

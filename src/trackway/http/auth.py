@@ -42,7 +42,7 @@ def key_from_authorization(header: bytes | str | None) -> str | None:
         decoded = b64decode(value, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return None
-    key, colon, password = decoded.partition(":")
+    key, _colon, password = decoded.partition(":")
     # A key sent as the password is refused: the documented form leaves the password empty.
     if password or not key or not key.isprintable():
         return None

@@ -9,6 +9,7 @@ busy timeout).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -184,10 +185,8 @@ class _Writer(threading.Thread):
     def _drop_connection(self) -> None:
         # A fresh connection after a storage fault lets the store recover by itself.
         if self.conn is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self.conn.close()
-            except sqlite3.Error:
-                pass
             self.conn = None
 
     def _commit(self, write: Callable[..., T], *args: Any, explicit: bool = True) -> T:
@@ -202,10 +201,8 @@ class _Writer(threading.Thread):
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             raise
         return result
 
