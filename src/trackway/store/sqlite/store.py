@@ -167,10 +167,9 @@ class _Writer(threading.Thread):
             except BaseException as exc:
                 outcomes.setdefault(job.loop, []).append((job.future, None, self._translate(exc)))
         for loop, items in outcomes.items():
-            try:
+            # A loop closed while we wrote has nobody waiting for these.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # the loop closed while we wrote: nobody waits for these
-                pass
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.OperationalError):
