@@ -55,7 +55,10 @@ class Trackway:
                 account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
             )
             raise
-        return await self.store.ingest(account, [event])
+        result = await self.store.ingest(account, [event])
+        if result.rejected:
+            raise result.rejected[0][1]
+        return result
 
     async def ingest_events(
         self, account: Account, events: Sequence[AcceptedEvent], rejections: Sequence[Rejection]

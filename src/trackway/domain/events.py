@@ -295,6 +295,60 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
     )
 
 
+# Fields of the seed and identifiers: typed by the rules above, not by first use.
+_TYPED_FIELDS = frozenset(
+    {
+        "event",
+        "event_uuid",
+        "timestamp",
+        "customer_id",
+        "retailer_customer_id",
+        "email",
+        "email_hash",
+        "device_id",
+        "cookie",
+        "subscription_groups",
+        "latitude",
+        "longitude",
+        "verification_key",
+        "event_signature",
+        *_STRING_FIELDS,
+    }
+)
+
+
+def attribute_type(value: Any) -> str | None:
+    """The type a custom attribute's value fixes for its name: string, timestamp, number,
+    boolean, object or array (None for null, which fixes nothing)."""
+    if isinstance(value, str):
+        if len(value) >= 16 and value[:4].isdigit() and parse_timestamp(value) is not None:
+            return "timestamp"
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return None
+
+
+def custom_attribute_types(body: dict[str, Any]) -> list[tuple[str, str]]:
+    found = []
+    for name, value in body.items():
+        if name not in _TYPED_FIELDS:
+            kind = attribute_type(value)
+            if kind is not None:
+                found.append((name, kind))
+    return found
+
+
+def type_mismatch(name: str, expected: str, got: str) -> EventRejected:
+    return EventRejected("es_index_error", {name: [f"must be of type {expected} (got {got})"]})
+
+
 def new_event_uuid() -> str:
     """A random (version 4) UUID. Event uuids name events, they guard nothing: the fast
     non-cryptographic generator will do, seeded from the OS per process."""

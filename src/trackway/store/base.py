@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from trackway.domain.errors import EventRejected
 from trackway.domain.events import AcceptedEvent
 
 
@@ -40,8 +41,9 @@ class Rejection:
 class IngestResult:
     stored: int = 0
     duplicates: int = 0
-    # event_uuid → user_uuid of every event of the call, stored now or before.
-    user_uuids: dict[str, str] = field(default_factory=dict)
+    # (index in the call's events, why) of events the store itself refused: an attribute
+    # whose type differs from the one its name has (es_index_error). Logged and counted.
+    rejected: list[tuple[int, EventRejected]] = field(default_factory=list)
 
 
 class Store(Protocol):

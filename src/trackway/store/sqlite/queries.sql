@@ -56,3 +56,48 @@ WHERE account_id = ? ORDER BY received_ms DESC, id DESC LIMIT ?
 -- name: event_names
 SELECT name, display_name, type, archived, created_ms FROM event_names
 WHERE account_id = ? ORDER BY name
+
+-- name: existing_event_uuids
+SELECT event_uuid FROM events WHERE account_id = ? AND event_uuid IN ({marks})
+
+-- name: identifiers_of_pairs
+SELECT kind, value, customer_uuid FROM identifiers
+WHERE account_id = ? AND (kind, value) IN (VALUES {pairs})
+
+-- name: profiles_by_uuid
+SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms
+FROM customers WHERE account_id = ? AND uuid IN ({marks})
+
+-- name: attribute_types_of
+SELECT name, type FROM attribute_types WHERE account_id = ? AND name IN ({marks})
+
+-- name: insert_attribute_type
+INSERT INTO attribute_types (account_id, name, type) VALUES (?, ?, ?)
+ON CONFLICT (account_id, name) DO NOTHING
+
+-- name: insert_customer
+INSERT INTO customers
+    (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+
+-- name: update_customer
+UPDATE customers
+SET customer_id = ?, email = ?, attributes = ?, subscriptions = ?, created_ms = ?, updated_ms = ?
+WHERE account_id = ? AND uuid = ?
+
+-- name: insert_identifier
+INSERT INTO identifiers (account_id, kind, value, customer_uuid, created_ms) VALUES (?, ?, ?, ?, ?)
+
+-- name: merge_identifiers
+UPDATE identifiers SET customer_uuid = ? WHERE account_id = ? AND customer_uuid = ?
+
+-- name: merge_events
+UPDATE events SET user_uuid = ? WHERE account_id = ? AND user_uuid = ?
+
+-- name: merge_customers
+UPDATE customers SET merged_into = ? WHERE account_id = ? AND (uuid = ? OR merged_into = ?)
+
+-- name: insert_conflict
+INSERT INTO identity_conflicts
+    (account_id, received_ms, event_uuid, customer_uuid, other_uuid, kind, value)
+VALUES (?, ?, ?, ?, ?, ?, ?)

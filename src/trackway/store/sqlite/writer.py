@@ -1,0 +1,389 @@
+"""The SQLite writer: one thread per process, group commit.
+
+It takes every job queued while the previous transaction committed and writes them all in one
+transaction, then answers them. Per batch and account it asks the database a fixed number of
+questions (which event uuids exist, which identifiers and profiles the events name, which
+attribute types are fixed), resolves the events in memory, and writes with multi-row
+statements; the triggers keep the rollups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from trackway.domain.errors import EventRejected, StoreUnavailable
+from trackway.domain.events import AcceptedEvent, custom_attribute_types, type_mismatch
+from trackway.domain.identity import IdentityResolver, Profile, all_identifiers
+from trackway.store.base import IngestResult, Rejection
+from trackway.store.queries import load_queries
+
+if TYPE_CHECKING:
+    from trackway.store.sqlite.store import SQLiteStore
+
+log = logging.getLogger("trackway.store")
+
+T = TypeVar("T")
+Q = load_queries("trackway.store.sqlite", "queries.sql")
+
+# Rows per INSERT statement: 7 parameters a row stays under SQLite's 32,766 variables.
+ROWS_PER_STATEMENT = 2000
+# Values per IN (...) list.
+IN_LIST = 500
+# Events per group commit at most; the rest wait for the next transaction.
+MAX_BATCH_EVENTS = 20000
+# Raw bodies kept in the error log are cut at this size.
+MAX_RAW_BYTES = 64 * 1024
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"SQLite: {exc}")
+
+
+@lru_cache(maxsize=64)
+def _insert_events_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?)"] * rows)
+    return f"{Q['insert_events_head']} {values} {Q['insert_events_tail']}"
+
+
+@lru_cache(maxsize=64)
+def _insert_error_log_sql(rows: int) -> str:
+    return f"{Q['insert_error_log_head']} {','.join(['(?,?,?,?,?)'] * rows)}"
+
+
+@lru_cache(maxsize=256)
+def _in_list_sql(name: str, count: int) -> str:
+    if name == "identifiers_of_pairs":
+        return Q[name].replace("{pairs}", ",".join(["(?,?)"] * count))
+    return Q[name].replace("{marks}", ",".join(["?"] * count))
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Job:
+    __slots__ = ("account_id", "call", "events", "future", "loop", "rejections")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        account_id: int = 0,
+        events: Sequence[AcceptedEvent] = (),
+        rejections: Sequence[Rejection] = (),
+        call: Callable[[sqlite3.Connection], Any] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.account_id = account_id
+        self.events = events
+        self.rejections = rejections
+        self.call = call
+
+
+STOP = object()
+
+
+def _deliver(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class Writer(threading.Thread):
+    """The one thread of this process that writes."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(name="trackway-writer", daemon=True)
+        self.store = store
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.conn: sqlite3.Connection | None = None
+        # Attribute types never change once fixed, so they can be cached across batches;
+        # entries of a batch join the cache only once it committed.
+        self.attribute_types: dict[tuple[int, str], str] = {}
+        self._staged_types: dict[tuple[int, str], str] = {}
+
+    def run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self.jobs.get()
+            if item is STOP:
+                break
+            batch = item if isinstance(item, list) else [item]
+            size = sum(len(job.events) + 1 for job in batch)
+            while size < MAX_BATCH_EVENTS:
+                try:
+                    item = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is STOP:
+                    stopping = True
+                    break
+                more = item if isinstance(item, list) else [item]
+                batch += more
+                size += sum(len(job.events) + 1 for job in more)
+            self._run_batch(batch)
+        if self.conn is not None:
+            self.conn.close()
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        ingests = [job for job in batch if job.call is None]
+        if ingests:
+            self._staged_types = {}
+            try:
+                results = self._commit(self._write_ingest, ingests)
+                self.attribute_types.update(self._staged_types)
+                for job, result in zip(ingests, results, strict=True):
+                    outcomes.setdefault(job.loop, []).append((job.future, result, None))
+            except BaseException as exc:
+                error = self._translate(exc)
+                for job in ingests:
+                    outcomes.setdefault(job.loop, []).append((job.future, None, error))
+        for job in batch:
+            if job.call is None:
+                continue
+            try:
+                result = self._commit(job.call)
+                outcomes.setdefault(job.loop, []).append((job.future, result, None))
+            except BaseException as exc:
+                outcomes.setdefault(job.loop, []).append((job.future, None, self._translate(exc)))
+        for loop, items in outcomes.items():
+            # A loop closed while we wrote has nobody waiting for these.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, items)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, sqlite3.OperationalError):
+            log.warning("write failed, store unavailable: %s", exc)
+            self._drop_connection()
+            return unavailable(exc)
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+            log.error("write failed: %r", exc)
+            self._drop_connection()
+        return exc
+
+    def _drop_connection(self) -> None:
+        # A fresh connection after a storage fault lets the store recover by itself.
+        if self.conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+            self.conn = None
+
+    def _commit(self, write: Callable[..., T], *args: Any) -> T:
+        if self.conn is None:
+            self.conn = self.store.connect()
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = write(conn, *args) if args else write(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return result
+
+    # -- the ingest transaction --------------------------------------------------------------
+
+    def _write_ingest(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[IngestResult]:
+        results = [IngestResult() for _ in jobs]
+        # Per account, the events new to the store, with where each came from.
+        fresh: dict[int, list[tuple[int, int, AcceptedEvent]]] = {}
+        log_rows: list[Any] = []
+        for account_id, entries in self._by_account(jobs).items():
+            known = self._existing_uuids(conn, account_id, [e.event_uuid for _, _, e in entries])
+            for j, i, event in entries:
+                if event.event_uuid in known:
+                    results[j].duplicates += 1
+                else:
+                    known.add(event.event_uuid)
+                    fresh.setdefault(account_id, []).append((j, i, event))
+
+        rows: list[Any] = []
+        for account_id, entries in fresh.items():
+            accepted = []
+            for j, i, event in entries:
+                rejection = self._check_types(conn, account_id, event)
+                if rejection is None:
+                    accepted.append((j, event))
+                    continue
+                results[j].rejected.append((i, rejection))
+                log_rows += (
+                    account_id,
+                    event.received_ms,
+                    rejection.error_type,
+                    _encode(rejection.errors),
+                    _encode(event.body)[:MAX_RAW_BYTES],
+                )
+            resolver, owners = self._resolve(conn, account_id, [e for _, e in accepted])
+            for (j, event), owner in zip(accepted, owners, strict=True):
+                user_uuid = resolver.final(owner)
+                results[j].stored += 1
+                rows += (
+                    account_id,
+                    event.event_uuid,
+                    event.event,
+                    user_uuid,
+                    event.timestamp_ms,
+                    event.received_ms,
+                    _encode(event.body),
+                )
+
+        for chunk in _chunks(rows, ROWS_PER_STATEMENT * 7):
+            conn.execute(_insert_events_sql(len(chunk) // 7), chunk)
+
+        for job in jobs:
+            for r in job.rejections:
+                log_rows += (
+                    job.account_id,
+                    r.received_ms,
+                    r.error_type,
+                    _encode(r.errors),
+                    r.raw[:MAX_RAW_BYTES],
+                )
+        for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 5):
+            conn.execute(_insert_error_log_sql(len(chunk) // 5), chunk)
+        return results
+
+    @staticmethod
+    def _by_account(jobs: list[Job]) -> dict[int, list[tuple[int, int, AcceptedEvent]]]:
+        grouped: dict[int, list[tuple[int, int, AcceptedEvent]]] = {}
+        for j, job in enumerate(jobs):
+            if job.events:
+                entries = grouped.setdefault(job.account_id, [])
+                entries.extend((j, i, event) for i, event in enumerate(job.events))
+        return grouped
+
+    @staticmethod
+    def _existing_uuids(conn: sqlite3.Connection, account_id: int, uuids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(uuids, IN_LIST):
+            sql = _in_list_sql("existing_event_uuids", len(chunk))
+            found.update(row[0] for row in conn.execute(sql, (account_id, *chunk)))
+        return found
+
+    def _check_types(
+        self, conn: sqlite3.Connection, account_id: int, event: AcceptedEvent
+    ) -> EventRejected | None:
+        pairs = custom_attribute_types(event.body)
+        unknown = [
+            name
+            for name, _ in pairs
+            if (account_id, name) not in self.attribute_types
+            and (account_id, name) not in self._staged_types
+        ]
+        if unknown:
+            for chunk in _chunks(unknown, IN_LIST):
+                sql = _in_list_sql("attribute_types_of", len(chunk))
+                for name, kind in conn.execute(sql, (account_id, *chunk)):
+                    self._staged_types[(account_id, name)] = kind
+        new = []
+        for name, kind in pairs:
+            key = (account_id, name)
+            fixed = self.attribute_types.get(key) or self._staged_types.get(key)
+            if fixed is None:
+                new.append((name, kind))
+            elif fixed != kind:
+                return type_mismatch(name, fixed, kind)
+        if new:
+            conn.executemany(Q["insert_attribute_type"], [(account_id, n, k) for n, k in new])
+            for name, kind in new:
+                self._staged_types[(account_id, name)] = kind
+        return None
+
+    def _resolve(
+        self, conn: sqlite3.Connection, account_id: int, events: list[AcceptedEvent]
+    ) -> tuple[IdentityResolver, list[str]]:
+        """Resolve every event's customer, write the profile changes that made, and return
+        the resolver (for final uuids after merges) and each event's customer uuid."""
+        pairs = sorted(all_identifiers(events))
+        index: dict[tuple[str, str], str] = {}
+        for chunk in _chunks(pairs, IN_LIST):
+            sql = _in_list_sql("identifiers_of_pairs", len(chunk))
+            params = [account_id, *(v for pair in chunk for v in pair)]
+            for kind, value, customer_uuid in conn.execute(sql, params):
+                index[(kind, value)] = customer_uuid
+        profiles: dict[str, Profile] = {}
+        uuids = sorted(set(index.values()))
+        for chunk in _chunks(uuids, IN_LIST):
+            sql = _in_list_sql("profiles_by_uuid", len(chunk))
+            for u, cid, email, attributes, subscriptions, created, updated in conn.execute(
+                sql, (account_id, *chunk)
+            ):
+                profiles[u] = Profile(
+                    u, cid, email, _decode(attributes), _decode(subscriptions), created, updated
+                )
+
+        resolver = IdentityResolver(index, profiles, lambda: str(uuid.uuid4()))
+        owners = [resolver.resolve(event) for event in events]
+
+        new_profiles, changed = [], []
+        for p in resolver.profiles.values():
+            values = (
+                p.customer_id,
+                p.email,
+                _encode(p.attributes),
+                _encode(p.subscriptions),
+                p.created_ms,
+                p.updated_ms,
+            )
+            if p.is_new:
+                new_profiles.append((account_id, p.uuid, *values))
+            elif p.changed:
+                changed.append((*values, account_id, p.uuid))
+        if new_profiles:
+            conn.executemany(Q["insert_customer"], new_profiles)
+        for merge in resolver.merges:
+            log.info("merging customer %s into %s", merge.loser, merge.winner)
+            conn.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
+            conn.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
+            conn.execute(Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser))
+        if changed:
+            conn.executemany(Q["update_customer"], changed)
+        if resolver.new_identifiers:
+            conn.executemany(
+                Q["insert_identifier"],
+                [(account_id, k, v, u, ms) for k, v, u, ms in resolver.new_identifiers],
+            )
+        for c in resolver.conflicts:
+            log.warning(
+                "identity conflict on %s %r: event %s kept on %s, not merged with %s",
+                c.kind,
+                c.value,
+                c.event_uuid,
+                c.customer_uuid,
+                c.other_uuid,
+            )
+            conn.execute(
+                Q["insert_conflict"],
+                (
+                    account_id,
+                    c.received_ms,
+                    c.event_uuid,
+                    c.customer_uuid,
+                    c.other_uuid,
+                    c.kind,
+                    c.value,
+                ),
+            )
+        return resolver, owners

@@ -1,0 +1,272 @@
+"""Shared fixtures: a real `trackway serve` process on a real SQLite file, accounts made with the
+real CLI, and read-only looks into the database file. No mocks anywhere."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+STARTUP_SECONDS = 20.0
+
+
+def trackway_command() -> list[str]:
+    """The `trackway` console script next to this interpreter, or `python -m trackway.cli`."""
+    script = Path(sys.executable).parent / "trackway"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "trackway.cli"]
+
+
+def sqlite_url(path: Path) -> str:
+    return "sqlite:///" + str(path.resolve())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKWAY_")}
+    full_env.update(env or {})
+    result = subprocess.run(
+        [*trackway_command(), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"trackway {' '.join(args)} exited {result.returncode}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}"
+        )
+    return result
+
+
+def basic(key: str) -> dict[str, str]:
+    """The documented header: `Basic base64(key:)`."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+def read_only(db_path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    """Rows of one query, on a fresh read-only connection (so it sees every commit so far)."""
+    conn = read_only(db_path)
+    try:
+        return conn.execute(sql, tuple(params)).fetchall()
+    finally:
+        conn.close()
+
+
+@dataclass
+class Account:
+    db_path: Path
+    name: str
+    uuid: str
+    event_key: str
+    user_key: str
+    id: int
+
+    def events(self) -> list[sqlite3.Row]:
+        return query(
+            self.db_path, "SELECT * FROM events WHERE account_id = ? ORDER BY id", [self.id]
+        )
+
+    def stored(self, event_uuid: str) -> tuple[sqlite3.Row, dict[str, Any]]:
+        """The one events row of that uuid and its decoded body."""
+        rows = query(
+            self.db_path,
+            "SELECT * FROM events WHERE account_id = ? AND event_uuid = ?",
+            [self.id, event_uuid],
+        )
+        assert len(rows) == 1, f"expected one stored event {event_uuid}, found {len(rows)}"
+        return rows[0], json.loads(rows[0]["body"])
+
+    def only_event(self) -> tuple[sqlite3.Row, dict[str, Any]]:
+        rows = self.events()
+        assert len(rows) == 1, f"expected exactly one stored event, found {len(rows)}"
+        return rows[0], json.loads(rows[0]["body"])
+
+    def event_daily(self) -> dict[tuple[str, str], int]:
+        rows = query(
+            self.db_path,
+            "SELECT day, event, count FROM event_daily WHERE account_id = ?",
+            [self.id],
+        )
+        return {(r["day"], r["event"]): r["count"] for r in rows}
+
+    def error_daily(self) -> dict[tuple[str, str], int]:
+        rows = query(
+            self.db_path,
+            "SELECT day, error_type, count FROM error_daily WHERE account_id = ?",
+            [self.id],
+        )
+        return {(r["day"], r["error_type"]): r["count"] for r in rows}
+
+    def error_log(self) -> list[sqlite3.Row]:
+        return query(
+            self.db_path, "SELECT * FROM error_log WHERE account_id = ? ORDER BY id", [self.id]
+        )
+
+    def event_names(self) -> dict[str, sqlite3.Row]:
+        rows = query(self.db_path, "SELECT * FROM event_names WHERE account_id = ?", [self.id])
+        return {r["name"]: r for r in rows}
+
+
+def create_account(db_path: Path, name: str | None = None) -> Account:
+    name = name or f"acct-{uuid.uuid4().hex[:12]}"
+    result = run_cli("accounts", "create", name, "--json", "--database", sqlite_url(db_path))
+    created = json.loads(result.stdout)
+    rows = query(db_path, "SELECT id FROM accounts WHERE uuid = ?", [created["account_uuid"]])
+    assert len(rows) == 1
+    return Account(
+        db_path=db_path,
+        name=name,
+        uuid=created["account_uuid"],
+        event_key=created["event_api_key"],
+        user_key=created["user_api_key"],
+        id=rows[0]["id"],
+    )
+
+
+class Server:
+    """A `trackway serve` subprocess on its own port, in its own process group."""
+
+    def __init__(self, db_path: Path, log_path: Path, *extra_args: str) -> None:
+        self.db_path = db_path
+        self.log_path = log_path
+        self.extra_args = extra_args
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        return sqlite_url(self.db_path)
+
+    def start(self) -> Server:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKWAY_")}
+        args = [
+            *trackway_command(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--database",
+            self.database_url,
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not answer /healthz in {STARTUP_SECONDS}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: what a power cut or the OOM killer does to the process."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not go within 10 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The shared server of the HTTP and CLI tests, on a fresh SQLite file."""
+    directory = tmp_path_factory.mktemp("server")
+    srv = Server(directory / "trackway.db", directory / "server.log")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30.0) as c:
+        yield c
+
+
+@pytest.fixture
+def account(server: Server) -> Account:
+    """A fresh account (own uuid and keys) on the shared server's database, per test."""
+    return create_account(server.db_path)
+
+
+@pytest.fixture
+def post(client: httpx.Client, account: Account):
+    """POST /api/v1/event as `account` (its event key, the documented header): a dict is sent
+    as JSON, bytes as they are."""
+
+    def send(body: Any, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = basic(key or account.event_key)
+        headers["Content-Type"] = "application/json"
+        headers.update(kwargs.pop("headers", {}))
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return client.post("/api/v1/event", content=content, headers=headers, **kwargs)
+
+    return send
