@@ -77,20 +77,19 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def serve(
-    host: str, port: int, workers: int, database_url: str, max_body_bytes: int, log_level: str
-) -> None:
+@click.option(
+    "--show-events-per-hour",
+    envvar="TRACKWAY_SHOW_EVENTS_PER_HOUR",
+    default=DEFAULTS.show_events_per_hour,
+    type=click.IntRange(0),
+    show_default=True,
+    help="Calls of show_events per account and hour, shared by all workers.",
+)
+def serve(**options: Any) -> None:
     """Run the HTTP API."""
     import uvicorn
 
-    settings = Settings(
-        database_url=database_url,
-        host=host,
-        port=port,
-        workers=workers,
-        max_body_bytes=max_body_bytes,
-        log_level=log_level,
-    )
+    settings = Settings(**options)
     try:
         settings.check()
         # Migrate once here, so that N workers starting together find the schema ready.
@@ -104,12 +103,12 @@ def serve(
     uvicorn.run(
         "trackway.http.app:app_from_env",
         factory=True,
-        host=host,
-        port=port,
-        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
         loop="uvloop",
         http="httptools",
-        log_level=log_level,
+        log_level=settings.log_level,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
@@ -207,6 +206,66 @@ def keys_rotate(account: str, kind: str, database_url: str, as_json: bool) -> No
         click.echo(json.dumps({"account_uuid": account_uuid, f"{kind}_api_key": key}))
     else:
         click.echo(f"new {kind} API key of {account}: {key}")
+
+
+@main.group()
+def events() -> None:
+    """List event names; rename, archive and unarchive them."""
+
+
+@events.command("list")
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object a line.")
+def events_list(account: str, database_url: str, as_json: bool) -> None:
+    """The event names of ACCOUNT with their type, display name and archived flag."""
+
+    async def names(store: Store) -> list[dict[str, Any]]:
+        return await store.event_names(await store.find_account(account))
+
+    for entry in with_store(database_url, names):
+        entry = {k: v for k, v in entry.items() if k != "created_ms"}
+        if as_json:
+            click.echo(json.dumps(entry))
+        else:
+            flag = "  (archived)" if entry["archived"] else ""
+            click.echo(f"{entry['name']}  {entry['type']}  {entry['display_name']!r}{flag}")
+
+
+def _update_event_name(database_url: str, account: str, name: str, **change: Any) -> None:
+    async def update(store: Store) -> bool:
+        return await store.update_event_name(await store.find_account(account), name, **change)
+
+    if not with_store(database_url, update):
+        raise click.ClickException(f"account {account!r} has no event named {name!r}")
+
+
+@events.command("rename")
+@click.argument("name")
+@click.option("--display-name", required=True)
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+def events_rename(name: str, display_name: str, account: str, database_url: str) -> None:
+    """Give event NAME a display name (summary.json shows it)."""
+    _update_event_name(database_url, account, name, display_name=display_name)
+
+
+@events.command("archive")
+@click.argument("name")
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+def events_archive(name: str, account: str, database_url: str) -> None:
+    """Archive event NAME: summary.json counts it under `archives`."""
+    _update_event_name(database_url, account, name, archived=True)
+
+
+@events.command("unarchive")
+@click.argument("name")
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+def events_unarchive(name: str, account: str, database_url: str) -> None:
+    """Bring event NAME back from the archive."""
+    _update_event_name(database_url, account, name, archived=False)
 
 
 if __name__ == "__main__":

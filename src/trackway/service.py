@@ -1,4 +1,4 @@
-"""The use cases, independent of HTTP: authenticate a key, ingest events."""
+"""The use cases, independent of HTTP: authenticate a key, ingest events, answer the reads."""
 
 from __future__ import annotations
 
@@ -6,19 +6,38 @@ import hmac
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from trackway.domain.errors import EventRejected, StoreUnavailable
+from trackway.domain import reads
+from trackway.domain.enrich import history_document, timeline_document
+from trackway.domain.errors import (
+    EventRejected,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    StoreUnavailable,
+)
 from trackway.domain.events import AcceptedEvent, decode_event_body
+from trackway.domain.identity import email_hash
 from trackway.domain.keys import hash_key
-from trackway.domain.timestamps import now_ms
+from trackway.domain.timestamps import format_ms, now_ms
 from trackway.settings import Settings
-from trackway.store.base import Account, Credential, IngestResult, Rejection, Store
+from trackway.store.base import (
+    Account,
+    Credential,
+    CustomerRecord,
+    IngestResult,
+    Rejection,
+    Store,
+)
 
 log = logging.getLogger("trackway.service")
 
 # How long a key lookup is trusted in this process: a rotated key stops working within it.
 CREDENTIAL_TTL_SECONDS = 5.0
 CREDENTIAL_CACHE_SIZE = 10_000
+HOUR_MS = 3_600_000
+CUSTOMER_LOOKUP_KINDS = ("customer_id", "email", "email_hash", "device_id", "cookie")
 
 
 class Trackway:
@@ -71,3 +90,115 @@ class Trackway:
             await self.store.ingest(account, (), rejections)
         except StoreUnavailable as exc:
             log.warning("could not log %d rejected event(s): %s", len(rejections), exc)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def find_customer(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
+        """The customer one identifier names (customer_id, email, email_hash, device_id or
+        cookie); the first given, in that order, is used."""
+        for kind in CUSTOMER_LOOKUP_KINDS:
+            value = params.get(kind)
+            if value:
+                break
+        else:
+            raise InvalidRequest(
+                {"base": ["customer_id, email, email_hash, device_id or cookie must be present"]}
+            )
+        value = str(value).strip()
+        if kind == "email":
+            kind, value = "email_hash", email_hash(value)
+        elif kind == "email_hash":
+            value = value.lower()
+        customer = await self.store.customer_by_identifier(account, kind, value)
+        if customer is None:
+            raise NotFound("Customer not found")
+        return customer_document(customer)
+
+    async def customer_by_uuid(self, account: Account, uuid: str) -> dict[str, Any]:
+        customer = await self.store.customer_by_uuid(account, uuid.strip().lower())
+        if customer is None:
+            raise NotFound("Customer not found")
+        return customer_document(customer)
+
+    async def customer_timeline(self, account: Account, params: dict[str, Any]) -> list[Any]:
+        """show_events: the latest `limit` events of a customer in range, oldest first;
+        `show_events_per_hour` calls an hour per account, counted in the store."""
+        uuid = params.get("uuid")
+        if not uuid or not str(uuid).strip():
+            raise InvalidRequest({"uuid": ["can't be blank"]})
+        start, end = reads.timeline_range(
+            params.get("timestamp_start"), params.get("timestamp_end")
+        )
+        limit = reads.parse_limit(
+            params.get("limit"), default=reads.TIMELINE_DEFAULT, maximum=reads.TIMELINE_MAX
+        )
+        await self._count_call(account, "show_events", self.settings.show_events_per_hour)
+        customer = await self.store.customer_by_uuid(account, str(uuid).strip().lower())
+        if customer is None:
+            raise NotFound("Customer not found")
+        events = await self.store.customer_events(account, customer.uuid, start, end, limit)
+        return [
+            timeline_document(
+                e.body,
+                account_uuid=account.uuid,
+                user_uuid=e.user_uuid,
+                received_ms=e.received_ms,
+                timestamp_ms=e.timestamp_ms,
+            )
+            for e in reversed(events)
+        ]
+
+    async def event_history(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
+        """The latest events of one name, newest first."""
+        name = reads.history_name(params.get("event_name"))
+        limit = reads.parse_limit(
+            params.get("limit"), default=reads.HISTORY_MAX, maximum=reads.HISTORY_MAX
+        )
+        events = await self.store.latest_events(account, name, limit)
+        if not events:
+            raise NotFound("Event not found")
+        return {
+            name: [
+                history_document(
+                    e.body,
+                    account_uuid=account.uuid,
+                    user_uuid=e.user_uuid,
+                    received_ms=e.received_ms,
+                    timestamp_ms=e.timestamp_ms,
+                )
+                for e in events
+            ]
+        }
+
+    async def summary(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
+        start, end = reads.summary_range(
+            params.get("timestamp_start"), params.get("timestamp_end"), now_ms()
+        )
+        first, last = reads.days_of(start, end)[0], reads.days_of(start, end)[-1]
+        first_day, last_day = first.strftime("%Y-%m-%d"), last.strftime("%Y-%m-%d")
+        event_counts = await self.store.daily_event_counts(account, first_day, last_day)
+        error_counts = await self.store.daily_error_counts(account, first_day, last_day)
+        names = await self.store.event_names(account)
+        return reads.summary_document(start, end, event_counts, error_counts, names)
+
+    async def _count_call(self, account: Account, name: str, per_hour: int) -> None:
+        now = now_ms()
+        window = now - now % HOUR_MS
+        count = await self.store.hit_rate_window(account, name, window, window - HOUR_MS)
+        if count > per_hour:
+            raise RateLimited(retry_after=max(1, -(-(window + HOUR_MS - now) // 1000)))
+
+
+def customer_document(customer: CustomerRecord) -> dict[str, Any]:
+    doc: dict[str, Any] = dict(customer.attributes)
+    doc.update(
+        uuid=customer.uuid,
+        customer_id=customer.customer_id,
+        email=customer.email,
+        device_ids=[v for k, v in customer.identifiers if k == "device_id"],
+        cookies=[v for k, v in customer.identifiers if k == "cookie"],
+        subscription_groups=dict(customer.subscriptions),
+        created_at=format_ms(customer.created_ms),
+        updated_at=format_ms(customer.updated_ms),
+    )
+    return doc

@@ -34,3 +34,18 @@ class AccountNotFound(NotFound):
 
 class AccountExists(TrackwayError):
     pass
+
+
+class InvalidRequest(TrackwayError):
+    """A read's parameters are wrong: {field: [messages]}, answered with `status`."""
+
+    def __init__(self, errors: dict[str, list[str]], status: int = 400) -> None:
+        super().__init__(errors)
+        self.errors = errors
+        self.status = status
+
+
+class RateLimited(TrackwayError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after} s")
+        self.retry_after = retry_after

@@ -14,8 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trackway.domain.errors import TrackwayError
-from trackway.http.errors import BadRequest, error_response, internal_error, json_body
+from trackway.http.errors import RequestTooLarge, error_response, internal_error, json_body
 from trackway.http.ingest import IngestEndpoints
+from trackway.http.routes import customers, events
 from trackway.service import Trackway
 from trackway.settings import Settings
 from trackway.store import open_store
@@ -71,11 +72,15 @@ def create_app(settings: Settings) -> Any:
             await trackway.store.close()
 
     app = Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"])],
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            *customers.routes,
+            *events.routes,
+        ],
         exception_handlers={
             TrackwayError: _domain_error,
-            BadRequest: _domain_error,
             HTTPException: _http_error,
+            RequestTooLarge: _domain_error,
             Exception: _domain_error,
         },
         lifespan=lifespan,

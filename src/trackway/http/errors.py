@@ -6,7 +6,13 @@ from typing import Any
 
 import msgspec
 
-from trackway.domain.errors import EventRejected, NotFound, StoreUnavailable
+from trackway.domain.errors import (
+    EventRejected,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    StoreUnavailable,
+)
 from trackway.http.auth import NotAuthorized, PermissionDenied
 
 INTERNAL_ERROR = "Internal Server Error - Please contact support for more information."
@@ -28,15 +34,6 @@ class MethodNotAllowed(Exception):
         self.allowed = allowed
 
 
-class BadRequest(Exception):
-    """A read endpoint's parameters are wrong: {field: [messages]}, with its status."""
-
-    def __init__(self, errors: dict[str, list[str]], status: int = 400) -> None:
-        super().__init__(errors)
-        self.errors = errors
-        self.status = status
-
-
 Response = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
@@ -49,7 +46,7 @@ def error_response(exc: BaseException) -> Response | None:
     unexpected one (the caller logs it and answers 500)."""
     if isinstance(exc, EventRejected):
         return 400, _encode({"errors": exc.errors}), []
-    if isinstance(exc, BadRequest):
+    if isinstance(exc, InvalidRequest):
         return exc.status, _encode({"errors": exc.errors}), []
     if isinstance(exc, NotAuthorized):
         return 401, _encode({"message": "Not authorized"}), []
@@ -57,6 +54,12 @@ def error_response(exc: BaseException) -> Response | None:
         return 403, _encode({"message": "Permission denied"}), []
     if isinstance(exc, NotFound):
         return 404, _encode({"message": exc.what}), []
+    if isinstance(exc, RateLimited):
+        return (
+            429,
+            _encode({"message": "Rate limit exceeded"}),
+            [(b"retry-after", str(exc.retry_after).encode())],
+        )
     if isinstance(exc, MethodNotAllowed):
         return 405, _encode({"message": "Method not allowed"}), [(b"allow", exc.allowed.encode())]
     if isinstance(exc, RequestTooLarge):

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from trackway.store.base import Account, Credential, IngestResult, Rejection, Store
+from trackway.store.base import (
+    Account,
+    Credential,
+    CustomerRecord,
+    IngestResult,
+    Rejection,
+    Store,
+    StoredEvent,
+)
 
-__all__ = ["Account", "Credential", "IngestResult", "Rejection", "Store", "open_store"]
+__all__ = [
+    "Account",
+    "Credential",
+    "CustomerRecord",
+    "IngestResult",
+    "Rejection",
+    "Store",
+    "StoredEvent",
+    "open_store",
+]
 
 
 def open_store(url: str) -> Store:

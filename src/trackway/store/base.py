@@ -46,6 +46,27 @@ class IngestResult:
     rejected: list[tuple[int, EventRejected]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    body: dict[str, Any]
+    user_uuid: str
+    received_ms: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRecord:
+    uuid: str
+    customer_id: str | None
+    email: str | None
+    attributes: dict[str, Any]
+    subscriptions: dict[str, bool]
+    created_ms: int
+    updated_ms: int
+    # (kind, value) of every identifier pointing at the customer, oldest first.
+    identifiers: list[tuple[str, str]]
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Create or migrate the schema and start the writer."""
@@ -95,3 +116,34 @@ class Store(Protocol):
     async def error_log(self, account: Account, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def event_names(self, account: Account) -> list[dict[str, Any]]: ...
+
+    async def update_event_name(
+        self,
+        account: Account,
+        name: str,
+        *,
+        display_name: str | None = None,
+        archived: bool | None = None,
+    ) -> bool:
+        """Change a registered name; False when the account has no such name."""
+
+    async def hit_rate_window(
+        self, account: Account, name: str, window_start: int, keep_after: int
+    ) -> int:
+        """Count one call in the window starting at `window_start`; return the window's count.
+        Windows starting before `keep_after` are forgotten."""
+
+    async def customer_by_identifier(
+        self, account: Account, kind: str, value: str
+    ) -> CustomerRecord | None: ...
+
+    async def customer_by_uuid(self, account: Account, uuid: str) -> CustomerRecord | None:
+        """The customer, or the one it was merged into."""
+
+    async def customer_events(
+        self, account: Account, user_uuid: str, start_ms: int, end_ms: int, limit: int
+    ) -> list[StoredEvent]:
+        """The latest `limit` events of the customer in [start_ms, end_ms], newest first."""
+
+    async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
+        """The latest `limit` events of that name, newest first."""

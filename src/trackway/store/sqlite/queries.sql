@@ -101,3 +101,38 @@ UPDATE customers SET merged_into = ? WHERE account_id = ? AND (uuid = ? OR merge
 INSERT INTO identity_conflicts
     (account_id, received_ms, event_uuid, customer_uuid, other_uuid, kind, value)
 VALUES (?, ?, ?, ?, ?, ?, ?)
+
+-- name: hit_rate_window
+INSERT INTO rate_windows (account_id, name, window_start, count) VALUES (?, ?, ?, 1)
+ON CONFLICT (account_id, name, window_start) DO UPDATE SET count = count + 1
+RETURNING count
+
+-- name: forget_rate_windows
+DELETE FROM rate_windows WHERE account_id = ? AND name = ? AND window_start < ?
+
+-- name: customer_uuid_by_identifier
+SELECT customer_uuid FROM identifiers WHERE account_id = ? AND kind = ? AND value = ?
+
+-- name: customer_by_uuid
+SELECT uuid, customer_id, email, merged_into, attributes, subscriptions, created_ms, updated_ms
+FROM customers WHERE account_id = ? AND uuid = ?
+
+-- name: identifiers_of_customer
+SELECT kind, value FROM identifiers WHERE account_id = ? AND customer_uuid = ?
+ORDER BY created_ms, value
+
+-- name: customer_events
+SELECT body, user_uuid, received_ms, timestamp_ms FROM events
+WHERE account_id = ? AND user_uuid = ? AND timestamp_ms BETWEEN ? AND ?
+ORDER BY timestamp_ms DESC, id DESC LIMIT ?
+
+-- name: latest_events
+SELECT body, user_uuid, received_ms, timestamp_ms FROM events
+WHERE account_id = ? AND event = ?
+ORDER BY timestamp_ms DESC, id DESC LIMIT ?
+
+-- name: rename_event
+UPDATE event_names SET display_name = ? WHERE account_id = ? AND name = ?
+
+-- name: archive_event
+UPDATE event_names SET archived = ? WHERE account_id = ? AND name = ?

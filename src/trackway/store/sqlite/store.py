@@ -19,13 +19,21 @@ import msgspec
 from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
 from trackway.domain.events import STANDARD_EVENTS, AcceptedEvent
 from trackway.domain.timestamps import now_ms
-from trackway.store.base import Account, Credential, IngestResult, Rejection
+from trackway.store.base import (
+    Account,
+    Credential,
+    CustomerRecord,
+    IngestResult,
+    Rejection,
+    StoredEvent,
+)
 from trackway.store.queries import migration_files
 from trackway.store.sqlite.writer import STOP, Job, Q, Writer, unavailable
 
 log = logging.getLogger("trackway.store")
 
 T = TypeVar("T")
+_decode = msgspec.json.Decoder().decode
 
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -281,6 +289,83 @@ class SQLiteStore:
             {"name": n, "display_name": d, "type": t, "archived": bool(a), "created_ms": c}
             for n, d, t, a, c in rows
         ]
+
+    async def update_event_name(
+        self,
+        account: Account,
+        name: str,
+        *,
+        display_name: str | None = None,
+        archived: bool | None = None,
+    ) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            changed = 0
+            if display_name is not None:
+                changed = conn.execute(Q["rename_event"], (display_name, account.id, name)).rowcount
+            if archived is not None:
+                changed = conn.execute(
+                    Q["archive_event"], (int(archived), account.id, name)
+                ).rowcount
+            return changed > 0
+
+        return await self._write(write)
+
+    async def hit_rate_window(
+        self, account: Account, name: str, window_start: int, keep_after: int
+    ) -> int:
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute(Q["forget_rate_windows"], (account.id, name, keep_after))
+            row = conn.execute(Q["hit_rate_window"], (account.id, name, window_start)).fetchone()
+            return int(row[0])
+
+        return await self._write(write)
+
+    async def customer_by_identifier(
+        self, account: Account, kind: str, value: str
+    ) -> CustomerRecord | None:
+        def read(conn: sqlite3.Connection) -> CustomerRecord | None:
+            row = conn.execute(
+                Q["customer_uuid_by_identifier"], (account.id, kind, value)
+            ).fetchone()
+            return None if row is None else _customer(conn, account.id, row[0])
+
+        return await self._read(read)
+
+    async def customer_by_uuid(self, account: Account, uuid: str) -> CustomerRecord | None:
+        return await self._read(lambda conn: _customer(conn, account.id, uuid))
+
+    async def customer_events(
+        self, account: Account, user_uuid: str, start_ms: int, end_ms: int, limit: int
+    ) -> list[StoredEvent]:
+        params = (account.id, user_uuid, start_ms, end_ms, limit)
+        rows = await self._read(lambda conn: conn.execute(Q["customer_events"], params).fetchall())
+        return [StoredEvent(_decode(body), *rest) for body, *rest in rows]
+
+    async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
+        params = (account.id, event, limit)
+        rows = await self._read(lambda conn: conn.execute(Q["latest_events"], params).fetchall())
+        return [StoredEvent(_decode(body), *rest) for body, *rest in rows]
+
+
+def _customer(conn: sqlite3.Connection, account_id: int, uuid: str) -> CustomerRecord | None:
+    row = conn.execute(Q["customer_by_uuid"], (account_id, uuid)).fetchone()
+    if row is not None and row[3] is not None:
+        # Merged away: the profile that took it over answers (merges keep this one hop).
+        row = conn.execute(Q["customer_by_uuid"], (account_id, row[3])).fetchone()
+    if row is None:
+        return None
+    live, customer_id, email, _, attributes, subscriptions, created, updated = row
+    identifiers = conn.execute(Q["identifiers_of_customer"], (account_id, live)).fetchall()
+    return CustomerRecord(
+        live,
+        customer_id,
+        email,
+        _decode(attributes),
+        _decode(subscriptions),
+        created,
+        updated,
+        [(k, v) for k, v in identifiers],
+    )
 
 
 def _statements(sql: str) -> list[str]:

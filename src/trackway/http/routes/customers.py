@@ -1,0 +1,34 @@
+"""Customers: find one by identifier or uuid, and its event timeline (show_events)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from trackway.http.routes.common import json_response, parameters, trackway_of, user_account
+
+
+async def find_customer(request: Request) -> Response:
+    account = await user_account(request)
+    customer = await trackway_of(request).find_customer(account, await parameters(request))
+    return json_response({"customer": customer})
+
+
+async def customer_by_uuid(request: Request) -> Response:
+    account = await user_account(request)
+    customer = await trackway_of(request).customer_by_uuid(account, request.path_params["uuid"])
+    return json_response({"customer": customer})
+
+
+async def show_events(request: Request) -> Response:
+    account = await user_account(request)
+    events = await trackway_of(request).customer_timeline(account, await parameters(request))
+    return json_response(events)
+
+
+routes = [
+    Route("/api/v1/customers", find_customer, methods=["GET"]),
+    Route("/api/v1/customers/{uuid}", customer_by_uuid, methods=["GET"]),
+    Route("/api/v1/customer_search/show_events", show_events, methods=["GET"]),
+]
