@@ -6,6 +6,7 @@ import hmac
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from trackway.domain import reads
@@ -16,8 +17,15 @@ from trackway.domain.errors import (
     NotFound,
     RateLimited,
     StoreUnavailable,
+    TooManyEvents,
 )
-from trackway.domain.events import AcceptedEvent, decode_event_body
+from trackway.domain.events import (
+    AcceptedEvent,
+    decode_event_body,
+    encode_json,
+    parse_json_object,
+    validate_event,
+)
 from trackway.domain.identity import email_hash
 from trackway.domain.keys import hash_key
 from trackway.domain.timestamps import format_ms, now_ms
@@ -38,6 +46,19 @@ CREDENTIAL_TTL_SECONDS = 5.0
 CREDENTIAL_CACHE_SIZE = 10_000
 HOUR_MS = 3_600_000
 CUSTOMER_LOOKUP_KINDS = ("customer_id", "email", "email_hash", "device_id", "cookie")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkError:
+    index: int
+    event_uuid: str | None
+    errors: dict[str, list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    count: int
+    errors: list[BulkError]
 
 
 class Trackway:
@@ -79,10 +100,50 @@ class Trackway:
             raise result.rejected[0][1]
         return result
 
-    async def ingest_events(
-        self, account: Account, events: Sequence[AcceptedEvent], rejections: Sequence[Rejection]
-    ) -> IngestResult:
-        return await self.store.ingest(account, events, rejections)
+    async def ingest_bulk(self, account: Account, raw: bytes) -> BulkResult:
+        """POST /api/v1/bulkevents: each event under the single-event rules; the valid ones
+        are stored, every rejected one logged and counted like a single one."""
+        received = now_ms()
+        try:
+            body = parse_json_object(raw)
+        except EventRejected as rejected:
+            await self.log_rejections(
+                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+            )
+            raise
+        items = body.get("events")
+        if not isinstance(items, list):
+            rejected = EventRejected("parsing_error", {"events": ["must be an array of events"]})
+            await self.log_rejections(
+                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+            )
+            raise rejected
+        if len(items) > self.settings.max_bulk_events:
+            raise TooManyEvents(self.settings.max_bulk_events)
+        accepted: list[AcceptedEvent] = []
+        positions: list[int] = []
+        errors: list[BulkError] = []
+        rejections: list[Rejection] = []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise EventRejected("parsing_error", {"event": ["must be a JSON object"]})
+                accepted.append(validate_event(item, received))
+                positions.append(index)
+            except EventRejected as rejected:
+                uuid = item.get("event_uuid") if isinstance(item, dict) else None
+                errors.append(
+                    BulkError(index, uuid if isinstance(uuid, str) else None, rejected.errors)
+                )
+                rejections.append(
+                    Rejection(received, rejected.error_type, rejected.errors, encode_json(item))
+                )
+        result = await self.store.ingest(account, accepted, rejections)
+        for position, rejected in result.rejected:
+            event = accepted[position]
+            errors.append(BulkError(positions[position], event.event_uuid, rejected.errors))
+        errors.sort(key=lambda e: e.index)
+        return BulkResult(count=len(accepted) - len(result.rejected), errors=errors)
 
     async def log_rejections(self, account: Account, rejections: Sequence[Rejection]) -> None:
         # The client gets its 400 even when the log cannot be written; the fault is logged.

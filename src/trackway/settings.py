@@ -20,6 +20,8 @@ class Settings:
     # Largest request body accepted, in bytes; larger ones get 413 without being read.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
+    # Events one POST /api/v1/bulkevents may carry; more is answered 413.
+    max_bulk_events: int = 100
     # Calls of GET /api/v1/customer_search/show_events per account and hour (the seed's 10).
     show_events_per_hour: int = 10
 

@@ -49,3 +49,9 @@ class RateLimited(TrackwayError):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"rate limit exceeded; retry after {retry_after} s")
         self.retry_after = retry_after
+
+
+class TooManyEvents(TrackwayError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"A bulk call carries at most {limit} events")
+        self.limit = limit

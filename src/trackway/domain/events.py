@@ -124,6 +124,9 @@ def event_type(name: str) -> str:
     return "standard" if name in STANDARD_EVENTS else "custom_event"
 
 
+encode_json = msgspec.json.Encoder().encode
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     """Decode a request body that must be one JSON object, or raise parsing_error."""
     try:

@@ -12,6 +12,7 @@ from trackway.domain.errors import (
     NotFound,
     RateLimited,
     StoreUnavailable,
+    TooManyEvents,
 )
 from trackway.http.auth import NotAuthorized, PermissionDenied
 
@@ -65,6 +66,8 @@ def error_response(exc: BaseException) -> Response | None:
     if isinstance(exc, RequestTooLarge):
         message = f"Request body is too large (maximum is {exc.limit} bytes)"
         return 413, _encode({"message": message}), [(b"connection", b"close")]
+    if isinstance(exc, TooManyEvents):
+        return 413, _encode({"message": str(exc)}), []
     if isinstance(exc, StoreUnavailable):
         return (
             503,

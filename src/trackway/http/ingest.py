@@ -75,7 +75,10 @@ class IngestEndpoints:
         self.fallback = fallback
         self.max_body_bytes = trackway.settings.max_body_bytes
         self.routes: dict[str, Handler] = {}
-        for path, handler in (("/api/v1/event", self.post_event),):
+        for path, handler in (
+            ("/api/v1/event", self.post_event),
+            ("/api/v1/bulkevents", self.post_bulk),
+        ):
             self.routes[path] = handler
             self.routes[path + "/"] = handler
 
@@ -118,3 +121,14 @@ class IngestEndpoints:
     async def post_event(self, credential: Credential, body: bytes) -> Response:
         await self.trackway.ingest_event(credential.account, body)
         return _OK
+
+    async def post_bulk(self, credential: Credential, body: bytes) -> Response:
+        result = await self.trackway.ingest_bulk(credential.account, body)
+        if not result.errors:
+            return 200, json_body({"status": "ok", "count": result.count}), []
+        errors = [
+            {"index": e.index, "event_uuid": e.event_uuid, "errors": e.errors}
+            for e in result.errors
+        ]
+        payload = {"status": "partial", "count": result.count, "errors": errors}
+        return 400, json_body(payload), []
