@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from trackway.domain.batch import AccountPlan, Entry
 from trackway.domain.errors import EventRejected
 from trackway.domain.events import AcceptedEvent
 
@@ -147,3 +148,30 @@ class Store(Protocol):
 
     async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
         """The latest `limit` events of that name, newest first."""
+
+
+class _HasEvents(Protocol):
+    account_id: int
+    events: Sequence[AcceptedEvent]
+
+
+def entries_by_account(jobs: Sequence[_HasEvents]) -> dict[int, list[Entry]]:
+    """The events of a batch's jobs, grouped by account, each with where it came from."""
+    grouped: dict[int, list[Entry]] = {}
+    for j, job in enumerate(jobs):
+        if job.events:
+            entries = grouped.setdefault(job.account_id, [])
+            entries.extend((j, i, event) for i, event in enumerate(job.events))
+    return grouped
+
+
+def count_outcomes(
+    plan: AccountPlan, entries: Sequence[Entry], results: list[IngestResult]
+) -> None:
+    """Add the plan's stored and duplicate counts to each job's result."""
+    stored = {id(event) for event, _ in plan.stored}
+    for j, _, event in entries:
+        if id(event) in stored:
+            results[j].stored += 1
+    for j, _, _ in plan.duplicates:
+        results[j].duplicates += 1

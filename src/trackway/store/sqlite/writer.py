@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from trackway.domain.errors import EventRejected, StoreUnavailable
-from trackway.domain.events import AcceptedEvent, custom_attribute_types, type_mismatch
-from trackway.domain.identity import IdentityResolver, Profile, all_identifiers
-from trackway.store.base import IngestResult, Rejection
+from trackway.domain.batch import AccountPlan, Lookups, LookupsNeeded, lookups_needed, plan_account
+from trackway.domain.errors import StoreUnavailable
+from trackway.domain.events import AcceptedEvent
+from trackway.domain.identity import Profile
+from trackway.store.base import IngestResult, Rejection, count_outcomes, entries_by_account
 from trackway.store.queries import load_queries
 
 if TYPE_CHECKING:
@@ -69,6 +70,10 @@ def _in_list_sql(name: str, count: int) -> str:
     if name == "identifiers_of_pairs":
         return Q[name].replace("{pairs}", ",".join(["(?,?)"] * count))
     return Q[name].replace("{marks}", ",".join(["?"] * count))
+
+
+def new_customer_uuid() -> str:
+    return str(uuid.uuid4())
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -116,10 +121,6 @@ class Writer(threading.Thread):
         self.store = store
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
-        # Attribute types never change once fixed, so they can be cached across batches;
-        # entries of a batch join the cache only once it committed.
-        self.attribute_types: dict[tuple[int, str], str] = {}
-        self._staged_types: dict[tuple[int, str], str] = {}
 
     def run(self) -> None:
         stopping = False
@@ -148,10 +149,8 @@ class Writer(threading.Thread):
         outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         ingests = [job for job in batch if job.call is None]
         if ingests:
-            self._staged_types = {}
             try:
                 results = self._commit(self._write_ingest, ingests)
-                self.attribute_types.update(self._staged_types)
                 for job, result in zip(ingests, results, strict=True):
                     outcomes.setdefault(job.loop, []).append((job.future, result, None))
             except BaseException as exc:
@@ -207,38 +206,18 @@ class Writer(threading.Thread):
 
     def _write_ingest(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[IngestResult]:
         results = [IngestResult() for _ in jobs]
-        # Per account, the events new to the store, with where each came from.
-        fresh: dict[int, list[tuple[int, int, AcceptedEvent]]] = {}
-        log_rows: list[Any] = []
-        for account_id, entries in self._by_account(jobs).items():
-            known = self._existing_uuids(conn, account_id, [e.event_uuid for _, _, e in entries])
-            for j, i, event in entries:
-                if event.event_uuid in known:
-                    results[j].duplicates += 1
-                else:
-                    known.add(event.event_uuid)
-                    fresh.setdefault(account_id, []).append((j, i, event))
-
         rows: list[Any] = []
-        for account_id, entries in fresh.items():
-            accepted = []
-            for j, i, event in entries:
-                rejection = self._check_types(conn, account_id, event)
-                if rejection is None:
-                    accepted.append((j, event))
-                    continue
-                results[j].rejected.append((i, rejection))
-                log_rows += (
-                    account_id,
-                    event.received_ms,
-                    rejection.error_type,
-                    _encode(rejection.errors),
-                    _encode(event.body)[:MAX_RAW_BYTES],
+        log_rows: list[Any] = []
+        for account_id, entries in entries_by_account(jobs).items():
+            lookups = self._lookups(conn, account_id, lookups_needed([e for _, _, e in entries]))
+            plan = plan_account(account_id, entries, lookups, new_customer_uuid)
+            self._write_identity(conn, plan)
+            if plan.new_attribute_types:
+                conn.executemany(
+                    Q["insert_attribute_type"],
+                    [(account_id, name, kind) for name, kind in plan.new_attribute_types],
                 )
-            resolver, owners = self._resolve(conn, account_id, [e for _, e in accepted])
-            for (j, event), owner in zip(accepted, owners, strict=True):
-                user_uuid = resolver.final(owner)
-                results[j].stored += 1
+            for event, user_uuid in plan.stored:
                 rows += (
                     account_id,
                     event.event_uuid,
@@ -248,10 +227,19 @@ class Writer(threading.Thread):
                     event.received_ms,
                     _encode(event.body),
                 )
+            for (j, i, event), rejection in plan.rejected:
+                results[j].rejected.append((i, rejection))
+                log_rows += (
+                    account_id,
+                    event.received_ms,
+                    rejection.error_type,
+                    _encode(rejection.errors),
+                    _encode(event.body)[:MAX_RAW_BYTES],
+                )
+            count_outcomes(plan, entries, results)
 
         for chunk in _chunks(rows, ROWS_PER_STATEMENT * 7):
             conn.execute(_insert_events_sql(len(chunk) // 7), chunk)
-
         for job in jobs:
             for r in job.rejections:
                 log_rows += (
@@ -266,66 +254,23 @@ class Writer(threading.Thread):
         return results
 
     @staticmethod
-    def _by_account(jobs: list[Job]) -> dict[int, list[tuple[int, int, AcceptedEvent]]]:
-        grouped: dict[int, list[tuple[int, int, AcceptedEvent]]] = {}
-        for j, job in enumerate(jobs):
-            if job.events:
-                entries = grouped.setdefault(job.account_id, [])
-                entries.extend((j, i, event) for i, event in enumerate(job.events))
-        return grouped
-
-    @staticmethod
-    def _existing_uuids(conn: sqlite3.Connection, account_id: int, uuids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for chunk in _chunks(uuids, IN_LIST):
+    def _lookups(conn: sqlite3.Connection, account_id: int, needed: LookupsNeeded) -> Lookups:
+        existing: set[str] = set()
+        for chunk in _chunks(needed.event_uuids, IN_LIST):
             sql = _in_list_sql("existing_event_uuids", len(chunk))
-            found.update(row[0] for row in conn.execute(sql, (account_id, *chunk)))
-        return found
-
-    def _check_types(
-        self, conn: sqlite3.Connection, account_id: int, event: AcceptedEvent
-    ) -> EventRejected | None:
-        pairs = custom_attribute_types(event.body)
-        unknown = [
-            name
-            for name, _ in pairs
-            if (account_id, name) not in self.attribute_types
-            and (account_id, name) not in self._staged_types
-        ]
-        if unknown:
-            for chunk in _chunks(unknown, IN_LIST):
-                sql = _in_list_sql("attribute_types_of", len(chunk))
-                for name, kind in conn.execute(sql, (account_id, *chunk)):
-                    self._staged_types[(account_id, name)] = kind
-        new = []
-        for name, kind in pairs:
-            key = (account_id, name)
-            fixed = self.attribute_types.get(key) or self._staged_types.get(key)
-            if fixed is None:
-                new.append((name, kind))
-            elif fixed != kind:
-                return type_mismatch(name, fixed, kind)
-        if new:
-            conn.executemany(Q["insert_attribute_type"], [(account_id, n, k) for n, k in new])
-            for name, kind in new:
-                self._staged_types[(account_id, name)] = kind
-        return None
-
-    def _resolve(
-        self, conn: sqlite3.Connection, account_id: int, events: list[AcceptedEvent]
-    ) -> tuple[IdentityResolver, list[str]]:
-        """Resolve every event's customer, write the profile changes that made, and return
-        the resolver (for final uuids after merges) and each event's customer uuid."""
-        pairs = sorted(all_identifiers(events))
+            existing.update(row[0] for row in conn.execute(sql, (account_id, *chunk)))
+        types: dict[str, str] = {}
+        for chunk in _chunks(needed.attribute_names, IN_LIST):
+            sql = _in_list_sql("attribute_types_of", len(chunk))
+            types.update(conn.execute(sql, (account_id, *chunk)).fetchall())
         index: dict[tuple[str, str], str] = {}
-        for chunk in _chunks(pairs, IN_LIST):
+        for chunk in _chunks(needed.identifiers, IN_LIST):
             sql = _in_list_sql("identifiers_of_pairs", len(chunk))
             params = [account_id, *(v for pair in chunk for v in pair)]
             for kind, value, customer_uuid in conn.execute(sql, params):
                 index[(kind, value)] = customer_uuid
         profiles: dict[str, Profile] = {}
-        uuids = sorted(set(index.values()))
-        for chunk in _chunks(uuids, IN_LIST):
+        for chunk in _chunks(sorted(set(index.values())), IN_LIST):
             sql = _in_list_sql("profiles_by_uuid", len(chunk))
             for u, cid, email, attributes, subscriptions, created, updated in conn.execute(
                 sql, (account_id, *chunk)
@@ -333,10 +278,15 @@ class Writer(threading.Thread):
                 profiles[u] = Profile(
                     u, cid, email, _decode(attributes), _decode(subscriptions), created, updated
                 )
+        return Lookups(existing, types, index, profiles)
 
-        resolver = IdentityResolver(index, profiles, lambda: str(uuid.uuid4()))
-        owners = [resolver.resolve(event) for event in events]
-
+    @staticmethod
+    def _write_identity(conn: sqlite3.Connection, plan: AccountPlan) -> None:
+        """Write what resolving the plan's events changed: profiles, merges, identifiers."""
+        resolver = plan.identity
+        if resolver is None:
+            return
+        account_id = plan.account_id
         new_profiles, changed = [], []
         for p in resolver.profiles.values():
             values = (
@@ -386,4 +336,3 @@ class Writer(threading.Thread):
                     c.value,
                 ),
             )
-        return resolver, owners

@@ -1,0 +1,104 @@
+"""One group commit, planned without I/O: what a backend must look up, and what it must write.
+
+A backend's writer gathers the events of many requests. Per account it asks `lookups_needed`
+what to read, reads it (inside its write transaction, so nothing changes meanwhile), and hands
+the answers to `plan_account`, which decides duplicates, attribute-type rejections and every
+event's customer. The backend then writes the plan. Both backends share this logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from trackway.domain.errors import EventRejected
+from trackway.domain.events import AcceptedEvent, custom_attribute_types, type_mismatch
+from trackway.domain.identity import IdentityResolver, Profile, identifiers_of
+
+# (index of the job in the batch, index of the event in its job, the event)
+Entry = tuple[int, int, AcceptedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupsNeeded:
+    event_uuids: list[str]
+    attribute_names: list[str]
+    identifiers: list[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class Lookups:
+    """What the store holds for one account, as far as the batch needs it."""
+
+    existing_uuids: set[str]
+    attribute_types: dict[str, str]
+    identifiers: dict[tuple[str, str], str]
+    profiles: dict[str, Profile]
+
+
+@dataclass(slots=True)
+class AccountPlan:
+    account_id: int
+    # (event, its customer's uuid) to insert.
+    stored: list[tuple[AcceptedEvent, str]] = field(default_factory=list)
+    # Entries seen before (in the store, or earlier in this batch).
+    duplicates: list[Entry] = field(default_factory=list)
+    # Events refused for an attribute type, with why.
+    rejected: list[tuple[Entry, EventRejected]] = field(default_factory=list)
+    new_attribute_types: list[tuple[str, str]] = field(default_factory=list)
+    identity: IdentityResolver | None = None
+
+
+def lookups_needed(events: Sequence[AcceptedEvent]) -> LookupsNeeded:
+    names: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
+    for event in events:
+        names.update(name for name, _ in custom_attribute_types(event.body))
+        pairs.update(identifiers_of(event))
+    return LookupsNeeded(
+        event_uuids=sorted({e.event_uuid for e in events}),
+        attribute_names=sorted(names),
+        identifiers=sorted(pairs),
+    )
+
+
+def plan_account(
+    account_id: int, entries: Sequence[Entry], lookups: Lookups, new_uuid: Callable[[], str]
+) -> AccountPlan:
+    plan = AccountPlan(account_id)
+    seen = set(lookups.existing_uuids)
+    types = dict(lookups.attribute_types)
+    accepted: list[AcceptedEvent] = []
+    for entry in entries:
+        event = entry[2]
+        if event.event_uuid in seen:
+            plan.duplicates.append(entry)
+            continue
+        rejection = _check_types(event, types, plan.new_attribute_types)
+        if rejection is not None:
+            plan.rejected.append((entry, rejection))
+            continue
+        seen.add(event.event_uuid)
+        accepted.append(event)
+
+    resolver = IdentityResolver(lookups.identifiers, lookups.profiles, new_uuid)
+    owners = [resolver.resolve(event) for event in accepted]
+    # Through the merges that later events of the batch made.
+    plan.stored = [(e, resolver.final(o)) for e, o in zip(accepted, owners, strict=True)]
+    plan.identity = resolver
+    return plan
+
+
+def _check_types(
+    event: AcceptedEvent, types: dict[str, str], new: list[tuple[str, str]]
+) -> EventRejected | None:
+    pairs = custom_attribute_types(event.body)
+    for name, kind in pairs:
+        fixed = types.get(name)
+        if fixed is not None and fixed != kind:
+            return type_mismatch(name, fixed, kind)
+    for name, kind in pairs:
+        if name not in types:
+            types[name] = kind
+            new.append((name, kind))
+    return None
