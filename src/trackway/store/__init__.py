@@ -25,11 +25,14 @@ __all__ = [
 
 
 def open_store(url: str) -> Store:
-    """A store for `sqlite:///path` (relative path) or `sqlite:////abs/path`; not yet opened."""
+    """A store for `sqlite:///relative/path`, `sqlite:////absolute/path` or
+    `postgresql://user:password@host:port/database`; not yet opened."""
     if url.startswith("sqlite://"):
         from trackway.store.sqlite.store import SQLiteStore, path_from_url
 
         return SQLiteStore(path_from_url(url))
     if url.startswith(("postgresql://", "postgres://")):
-        raise ValueError("the PostgreSQL backend is not built yet; use a sqlite:/// URL")
-    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH")
+        from trackway.store.postgres.store import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")

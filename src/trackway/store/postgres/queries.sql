@@ -1,0 +1,166 @@
+-- Named queries of the PostgreSQL store, loaded once by store.py.
+
+-- name: lock_account
+SELECT pg_advisory_xact_lock(7312, %s::int)
+
+-- name: existing_event_uuids
+SELECT event_uuid FROM event_uuids WHERE account_id = %s AND event_uuid = ANY(%s::text[])
+
+-- name: attribute_types_of
+SELECT name, type FROM attribute_types WHERE account_id = %s AND name = ANY(%s::text[])
+
+-- name: identifiers_of_pairs
+SELECT i.kind, i.value, i.customer_uuid
+FROM identifiers AS i
+JOIN unnest(%s::text[], %s::text[]) AS w (kind, value) ON i.kind = w.kind AND i.value = w.value
+WHERE i.account_id = %s
+
+-- name: profiles_by_uuid
+SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms
+FROM customers WHERE account_id = %s AND uuid = ANY(%s::text[])
+
+-- name: insert_attribute_types
+INSERT INTO attribute_types (account_id, name, type)
+SELECT %s, * FROM unnest(%s::text[], %s::text[])
+ON CONFLICT (account_id, name) DO NOTHING
+
+-- name: insert_customer
+INSERT INTO customers
+    (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+
+-- name: update_customer
+UPDATE customers
+SET customer_id = %s, email = %s, attributes = %s, subscriptions = %s, created_ms = %s,
+    updated_ms = %s
+WHERE account_id = %s AND uuid = %s
+
+-- name: insert_identifier
+INSERT INTO identifiers (account_id, kind, value, customer_uuid, created_ms)
+VALUES (%s, %s, %s, %s, %s)
+
+-- name: merge_identifiers
+UPDATE identifiers SET customer_uuid = %s WHERE account_id = %s AND customer_uuid = %s
+
+-- name: merge_events
+UPDATE events SET user_uuid = %s WHERE account_id = %s AND user_uuid = %s
+
+-- name: merge_customers
+UPDATE customers SET merged_into = %s WHERE account_id = %s AND (uuid = %s OR merged_into = %s)
+
+-- name: insert_conflict
+INSERT INTO identity_conflicts
+    (account_id, received_ms, event_uuid, customer_uuid, other_uuid, kind, value)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+
+-- name: insert_events
+INSERT INTO events (account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[],
+                     %s::bigint[], %s::jsonb[])
+
+-- name: insert_event_uuids
+INSERT INTO event_uuids (account_id, event_uuid, received_ms)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])
+ON CONFLICT (account_id, event_uuid) DO NOTHING
+
+-- name: add_event_daily
+INSERT INTO event_daily (account_id, day, event, count)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])
+ON CONFLICT (account_id, day, event) DO UPDATE SET count = event_daily.count + excluded.count
+
+-- name: register_event_names
+INSERT INTO event_names (account_id, name, display_name, type, created_ms)
+SELECT a, n, n, t, c FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS r (a, n, t, c)
+ON CONFLICT (account_id, name) DO NOTHING
+
+-- name: insert_error_log
+INSERT INTO error_log (account_id, received_ms, error_type, errors, raw)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::jsonb[], %s::bytea[])
+
+-- name: add_error_daily
+INSERT INTO error_daily (account_id, day, error_type, count)
+SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])
+ON CONFLICT (account_id, day, error_type) DO UPDATE SET count = error_daily.count + excluded.count
+
+-- name: credential
+SELECT a.id, a.uuid, a.name, a.created_ms, k.kind, k.key_hash
+FROM api_keys AS k JOIN accounts AS a ON a.id = k.account_id
+WHERE k.key_hash = %s AND (k.expires_ms IS NULL OR k.expires_ms > %s)
+
+-- name: insert_account
+INSERT INTO accounts (uuid, name, created_ms) VALUES (%s, %s, %s) RETURNING id
+
+-- name: insert_key
+INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (%s, %s, %s, %s)
+
+-- name: expire_keys
+UPDATE api_keys SET expires_ms = %s WHERE account_id = %s AND kind = %s AND expires_ms IS NULL
+
+-- name: list_accounts
+SELECT id, uuid, name, created_ms FROM accounts ORDER BY id
+
+-- name: find_account
+SELECT id, uuid, name, created_ms FROM accounts WHERE name = %s OR uuid = %s
+
+-- name: event_by_uuid
+SELECT body FROM events WHERE account_id = %s AND event_uuid = %s
+
+-- name: count_events
+SELECT count(*) FROM events WHERE account_id = %s
+
+-- name: daily_event_counts
+SELECT day, event, count FROM event_daily
+WHERE account_id = %s AND day BETWEEN %s AND %s ORDER BY day, event
+
+-- name: daily_error_counts
+SELECT day, error_type, count FROM error_daily
+WHERE account_id = %s AND day BETWEEN %s AND %s ORDER BY day, error_type
+
+-- name: error_log
+SELECT id, received_ms, error_type, errors, raw FROM error_log
+WHERE account_id = %s ORDER BY received_ms DESC, id DESC LIMIT %s
+
+-- name: event_names
+SELECT name, display_name, type, archived, created_ms FROM event_names
+WHERE account_id = %s ORDER BY name
+
+-- name: rename_event
+UPDATE event_names SET display_name = %s WHERE account_id = %s AND name = %s
+
+-- name: archive_event
+UPDATE event_names SET archived = %s WHERE account_id = %s AND name = %s
+
+-- name: hit_rate_window
+INSERT INTO rate_windows (account_id, name, window_start, count) VALUES (%s, %s, %s, 1)
+ON CONFLICT (account_id, name, window_start) DO UPDATE SET count = rate_windows.count + 1
+RETURNING count
+
+-- name: forget_rate_windows
+DELETE FROM rate_windows WHERE account_id = %s AND name = %s AND window_start < %s
+
+-- name: customer_uuid_by_identifier
+SELECT customer_uuid FROM identifiers WHERE account_id = %s AND kind = %s AND value = %s
+
+-- name: customer_by_uuid
+SELECT uuid, customer_id, email, merged_into, attributes, subscriptions, created_ms, updated_ms
+FROM customers WHERE account_id = %s AND uuid = %s
+
+-- name: identifiers_of_customer
+SELECT kind, value FROM identifiers WHERE account_id = %s AND customer_uuid = %s
+ORDER BY created_ms, value
+
+-- name: customer_events
+SELECT body, user_uuid, received_ms, timestamp_ms FROM events
+WHERE account_id = %s AND user_uuid = %s AND timestamp_ms BETWEEN %s AND %s
+ORDER BY timestamp_ms DESC, id DESC LIMIT %s
+
+-- name: latest_events
+SELECT body, user_uuid, received_ms, timestamp_ms FROM events
+WHERE account_id = %s AND event = %s
+ORDER BY timestamp_ms DESC, id DESC LIMIT %s
+
+-- name: event_partitions
+SELECT c.relname FROM pg_inherits AS i
+JOIN pg_class AS c ON c.oid = i.inhrelid
+JOIN pg_class AS p ON p.oid = i.inhparent
+WHERE p.relname = 'events'

@@ -1,0 +1,635 @@
+"""The PostgreSQL store: many stateless processes, one database.
+
+Each process has one writer task doing group commit: every ingest job queued while the previous
+transaction committed goes into the next one (synchronous_commit on). Inside it, one advisory
+lock per account (taken in account order, so never a deadlock) keeps identity resolution of
+concurrent processes in line: two processes seeing the same new customer at once end with one
+customer. Events are partitioned by month of their timestamp; the writer creates a month's
+partition the first time it sees the month.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+import psycopg
+import psycopg_pool
+from psycopg.types.json import Jsonb
+
+from trackway.domain.batch import AccountPlan, Lookups, LookupsNeeded, lookups_needed, plan_account
+from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
+from trackway.domain.events import AcceptedEvent, event_type
+from trackway.domain.identity import Profile
+from trackway.domain.timestamps import day_of_ms, now_ms
+from trackway.store.base import (
+    Account,
+    Credential,
+    CustomerRecord,
+    IngestResult,
+    Rejection,
+    StoredEvent,
+    count_outcomes,
+    entries_by_account,
+)
+from trackway.store.queries import load_queries, migration_files
+
+log = logging.getLogger("trackway.store")
+
+T = TypeVar("T")
+Q = load_queries("trackway.store.postgres", "queries.sql")
+
+# Session-level advisory lock held while migrating, so that N processes starting together
+# apply each migration once.
+MIGRATION_LOCK = 7311
+PARTITION_LOCK = 7313
+MAX_BATCH_EVENTS = 20000
+MAX_RAW_BYTES = 64 * 1024
+# Months of partitions created ahead at start: this one and the next few.
+PARTITIONS_AHEAD = 3
+POOL_TIMEOUT_SECONDS = 3.0
+
+_encode = msgspec.json.Encoder().encode
+_DAY_MS = 86_400_000
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"PostgreSQL: {exc}")
+
+
+def _month_start(ms: int) -> datetime:
+    dt = datetime.fromtimestamp(ms // 1000, UTC)
+    return datetime(dt.year, dt.month, 1, tzinfo=UTC)
+
+
+def _next_month(dt: datetime) -> datetime:
+    return datetime(dt.year + dt.month // 12, dt.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def partition_name(month: datetime) -> str:
+    return f"events_p{month:%Y%m}"
+
+
+class _Job:
+    __slots__ = ("account_id", "events", "future", "rejections")
+
+    def __init__(
+        self,
+        future: asyncio.Future[IngestResult],
+        account_id: int,
+        events: Sequence[AcceptedEvent],
+        rejections: Sequence[Rejection],
+    ) -> None:
+        self.future = future
+        self.account_id = account_id
+        self.events = events
+        self.rejections = rejections
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, min_connections: int = 2, max_connections: int = 10) -> None:
+        self.url = url
+        self._pool: psycopg_pool.AsyncConnectionPool | None = None
+        self._min = min_connections
+        self._max = max_connections
+        self._pending: list[_Job] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._partitions: set[str] = set()
+
+    # -- connections ---------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection inside a transaction; every database failure of the block is
+        StoreUnavailable (503), every other error passes through."""
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            raise _unavailable(exc) from exc
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall()
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.migrate_async()
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            self.url,
+            min_size=self._min,
+            max_size=self._max,
+            timeout=POOL_TIMEOUT_SECONDS,
+            check=psycopg_pool.AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        await self._pool.open(wait=False)
+        now = now_ms()
+        month = _month_start(now - 31 * _DAY_MS)
+        months = []
+        for _ in range(PARTITIONS_AHEAD + 2):
+            months.append(month)
+            month = _next_month(month)
+        with contextlib.suppress(StoreUnavailable):
+            await self._ensure_partitions(months)
+        self._writer = asyncio.create_task(self._write_loop(), name="trackway-writer")
+
+    def migrate(self) -> None:
+        asyncio.run(self.migrate_async())
+
+    async def migrate_async(self) -> None:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from exc
+        async with conn:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL, applied_ms bigint NOT NULL)"
+                )
+                cursor = await conn.execute("SELECT version FROM schema_migrations")
+                applied = {row[0] for row in await cursor.fetchall()}
+                for number, name, sql in migration_files("trackway.store.postgres"):
+                    if number in applied:
+                        continue
+                    log.info("applying migration %s", name)
+                    async with conn.transaction():
+                        await conn.execute(sql.encode())  # type: ignore[arg-type]
+                        await conn.execute(
+                            "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
+                            (number, name, now_ms()),
+                        )
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            self._wake.set()
+            await self._writer
+            self._writer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    # -- partitions ----------------------------------------------------------------------
+
+    async def _ensure_partitions(self, months: Sequence[datetime]) -> None:
+        missing = [m for m in months if partition_name(m) not in self._partitions]
+        if not missing:
+            return
+        if not self._partitions:
+            self._partitions.update(row[0] for row in await self._fetch(Q["event_partitions"]))
+            missing = [m for m in missing if partition_name(m) not in self._partitions]
+        for month in missing:
+            name = partition_name(month)
+            start = int(month.timestamp() * 1000)
+            end = int(_next_month(month).timestamp() * 1000)
+            async with self._connection() as conn:
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF events "
+                    f"FOR VALUES FROM ({start}) TO ({end})"
+                )
+            self._partitions.add(name)
+
+    # -- the writer ----------------------------------------------------------------------
+
+    async def ingest(
+        self,
+        account: Account,
+        events: Sequence[AcceptedEvent],
+        rejections: Sequence[Rejection] = (),
+    ) -> IngestResult:
+        if self._writer is None or self._closing:
+            raise StoreUnavailable("store is closed")
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Job(future, account.id, events, rejections))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, size = [], 0
+                while self._pending and size < MAX_BATCH_EVENTS:
+                    job = self._pending.pop(0)
+                    batch.append(job)
+                    size += len(job.events) + 1
+                await self._run_batch(batch)
+            if self._closing:
+                return
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        try:
+            months = {_month_start(e.timestamp_ms) for job in jobs for e in job.events}
+            await self._ensure_partitions(sorted(months))
+            async with self._connection() as conn:
+                results = await self._write_ingest(conn, jobs)
+        except BaseException as exc:
+            if not isinstance(exc, StoreUnavailable | asyncio.CancelledError):
+                log.exception("group commit failed")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for job, result in zip(jobs, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+
+    async def _write_ingest(
+        self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job]
+    ) -> list[IngestResult]:
+        results = [IngestResult() for _ in jobs]
+        grouped = entries_by_account(jobs)
+        accounts = sorted(set(grouped) | {job.account_id for job in jobs if job.rejections})
+        for account_id in accounts:
+            await conn.execute(Q["lock_account"], (account_id,))
+        stored: list[tuple[int, AcceptedEvent, str]] = []
+        log_rows: list[tuple[int, int, str, bytes, bytes]] = []
+        for account_id, entries in grouped.items():
+            needed = lookups_needed([e for _, _, e in entries])
+            lookups = await self._lookups(conn, account_id, needed)
+            plan = plan_account(account_id, entries, lookups, lambda: str(uuid.uuid4()))
+            await self._write_identity(conn, plan)
+            if plan.new_attribute_types:
+                names, kinds = zip(*plan.new_attribute_types, strict=True)
+                await conn.execute(
+                    Q["insert_attribute_types"], (account_id, list(names), list(kinds))
+                )
+            stored += [(account_id, event, user_uuid) for event, user_uuid in plan.stored]
+            for (j, i, event), rejection in plan.rejected:
+                results[j].rejected.append((i, rejection))
+                log_rows.append(
+                    (
+                        account_id,
+                        event.received_ms,
+                        rejection.error_type,
+                        _encode(rejection.errors),
+                        _encode(event.body)[:MAX_RAW_BYTES],
+                    )
+                )
+            count_outcomes(plan, entries, results)
+        for job in jobs:
+            for r in job.rejections:
+                log_rows.append(
+                    (
+                        job.account_id,
+                        r.received_ms,
+                        r.error_type,
+                        _encode(r.errors),
+                        r.raw[:MAX_RAW_BYTES],
+                    )
+                )
+        if stored:
+            await self._insert_events(conn, stored)
+        if log_rows:
+            await self._insert_rejections(conn, log_rows)
+        return results
+
+    @staticmethod
+    async def _insert_events(
+        conn: psycopg.AsyncConnection[Any], stored: list[tuple[int, AcceptedEvent, str]]
+    ) -> None:
+        accounts = [a for a, _, _ in stored]
+        uuids = [e.event_uuid for _, e, _ in stored]
+        received = [e.received_ms for _, e, _ in stored]
+        await conn.execute(
+            Q["insert_events"],
+            (
+                accounts,
+                uuids,
+                [e.event for _, e, _ in stored],
+                [u for _, _, u in stored],
+                [e.timestamp_ms for _, e, _ in stored],
+                received,
+                [_encode(e.body).decode() for _, e, _ in stored],
+            ),
+        )
+        await conn.execute(Q["insert_event_uuids"], (accounts, uuids, received))
+        daily = Counter((a, day_of_ms(e.timestamp_ms), e.event) for a, e, _ in stored)
+        keys = sorted(daily)
+        await conn.execute(
+            Q["add_event_daily"],
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [daily[k] for k in keys],
+            ),
+        )
+        names = sorted({(a, e.event) for a, e, _ in stored})
+        now = now_ms()
+        await conn.execute(
+            Q["register_event_names"],
+            (
+                [a for a, _ in names],
+                [n for _, n in names],
+                [event_type(n) for _, n in names],
+                [now] * len(names),
+            ),
+        )
+
+    @staticmethod
+    async def _insert_rejections(
+        conn: psycopg.AsyncConnection[Any], rows: list[tuple[int, int, str, bytes, bytes]]
+    ) -> None:
+        await conn.execute(
+            Q["insert_error_log"],
+            (
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                [r[2] for r in rows],
+                [r[3].decode() for r in rows],
+                [r[4] for r in rows],
+            ),
+        )
+        daily = Counter((r[0], day_of_ms(r[1]), r[2]) for r in rows)
+        keys = sorted(daily)
+        await conn.execute(
+            Q["add_error_daily"],
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [daily[k] for k in keys],
+            ),
+        )
+
+    @staticmethod
+    async def _lookups(
+        conn: psycopg.AsyncConnection[Any], account_id: int, needed: LookupsNeeded
+    ) -> Lookups:
+        cursor = await conn.execute(Q["existing_event_uuids"], (account_id, needed.event_uuids))
+        existing = {row[0] for row in await cursor.fetchall()}
+        types: dict[str, str] = {}
+        if needed.attribute_names:
+            cursor = await conn.execute(
+                Q["attribute_types_of"], (account_id, needed.attribute_names)
+            )
+            types = {name: kind for name, kind in await cursor.fetchall()}
+        index: dict[tuple[str, str], str] = {}
+        if needed.identifiers:
+            kinds = [k for k, _ in needed.identifiers]
+            values = [v for _, v in needed.identifiers]
+            cursor = await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id))
+            for kind, value, customer_uuid in await cursor.fetchall():
+                index[(kind, value)] = customer_uuid
+        profiles: dict[str, Profile] = {}
+        if index:
+            cursor = await conn.execute(
+                Q["profiles_by_uuid"], (account_id, sorted(set(index.values())))
+            )
+            for (
+                u,
+                cid,
+                email,
+                attributes,
+                subscriptions,
+                created,
+                updated,
+            ) in await cursor.fetchall():
+                profiles[u] = Profile(u, cid, email, attributes, subscriptions, created, updated)
+        return Lookups(existing, types, index, profiles)
+
+    @staticmethod
+    async def _write_identity(conn: psycopg.AsyncConnection[Any], plan: AccountPlan) -> None:
+        resolver = plan.identity
+        if resolver is None:
+            return
+        account_id = plan.account_id
+        new_profiles, changed = [], []
+        for p in resolver.profiles.values():
+            values = (
+                p.customer_id,
+                p.email,
+                Jsonb(p.attributes),
+                Jsonb(p.subscriptions),
+                p.created_ms,
+                p.updated_ms,
+            )
+            if p.is_new:
+                new_profiles.append((account_id, p.uuid, *values))
+            elif p.changed:
+                changed.append((*values, account_id, p.uuid))
+        async with conn.cursor() as cursor:
+            if new_profiles:
+                await cursor.executemany(Q["insert_customer"], new_profiles)
+            for merge in resolver.merges:
+                log.info("merging customer %s into %s", merge.loser, merge.winner)
+                await cursor.execute(
+                    Q["merge_identifiers"], (merge.winner, account_id, merge.loser)
+                )
+                await cursor.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
+                await cursor.execute(
+                    Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser)
+                )
+            if changed:
+                await cursor.executemany(Q["update_customer"], changed)
+            if resolver.new_identifiers:
+                await cursor.executemany(
+                    Q["insert_identifier"],
+                    [(account_id, k, v, u, ms) for k, v, u, ms in resolver.new_identifiers],
+                )
+            for c in resolver.conflicts:
+                log.warning(
+                    "identity conflict on %s %r: event %s kept on %s, not merged with %s",
+                    c.kind,
+                    c.value,
+                    c.event_uuid,
+                    c.customer_uuid,
+                    c.other_uuid,
+                )
+                await cursor.execute(
+                    Q["insert_conflict"],
+                    (
+                        account_id,
+                        c.received_ms,
+                        c.event_uuid,
+                        c.customer_uuid,
+                        c.other_uuid,
+                        c.kind,
+                        c.value,
+                    ),
+                )
+
+    # -- accounts and keys ---------------------------------------------------------------
+
+    async def _transaction(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        async with self._connection() as conn:
+            return await work(conn)
+
+    async def create_account(self, name: str, event_key_hash: str, user_key_hash: str) -> Account:
+        account_uuid = str(uuid.uuid4())
+        created = now_ms()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> Account:
+            cursor = await conn.execute(Q["insert_account"], (account_uuid, name, created))
+            row = await cursor.fetchone()
+            assert row is not None
+            await conn.execute(Q["insert_key"], (event_key_hash, row[0], "event", created))
+            await conn.execute(Q["insert_key"], (user_key_hash, row[0], "user", created))
+            return Account(row[0], account_uuid, name, created)
+
+        try:
+            return await self._transaction(work)
+        except psycopg.errors.UniqueViolation:
+            raise AccountExists(f"an account named {name!r} exists already") from None
+
+    async def replace_key(self, account: Account, kind: str, key_hash: str) -> None:
+        now = now_ms()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(Q["expire_keys"], (now, account.id, kind))
+            await conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
+
+        await self._transaction(work)
+
+    async def credential(self, key_hash: str) -> Credential | None:
+        rows = await self._fetch(Q["credential"], (key_hash, now_ms()))
+        if not rows:
+            return None
+        row = rows[0]
+        return Credential(Account(*row[:4]), row[4], row[5])
+
+    async def list_accounts(self) -> list[Account]:
+        return [Account(*row) for row in await self._fetch(Q["list_accounts"])]
+
+    async def find_account(self, ref: str) -> Account:
+        rows = await self._fetch(Q["find_account"], (ref, ref))
+        if not rows:
+            raise AccountNotFound(ref)
+        return Account(*rows[0])
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def event_by_uuid(self, account: Account, event_uuid: str) -> dict[str, Any] | None:
+        rows = await self._fetch(Q["event_by_uuid"], (account.id, event_uuid))
+        return rows[0][0] if rows else None
+
+    async def count_events(self, account: Account) -> int:
+        return int((await self._fetch(Q["count_events"], (account.id,)))[0][0])
+
+    async def daily_event_counts(
+        self, account: Account, first_day: str, last_day: str
+    ) -> list[tuple[str, str, int]]:
+        rows = await self._fetch(Q["daily_event_counts"], (account.id, first_day, last_day))
+        return [(d, n, int(c)) for d, n, c in rows]
+
+    async def daily_error_counts(
+        self, account: Account, first_day: str, last_day: str
+    ) -> list[tuple[str, str, int]]:
+        rows = await self._fetch(Q["daily_error_counts"], (account.id, first_day, last_day))
+        return [(d, t, int(c)) for d, t, c in rows]
+
+    async def error_log(self, account: Account, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._fetch(Q["error_log"], (account.id, limit))
+        return [
+            {"id": i, "received_ms": ms, "error_type": t, "errors": e, "raw": bytes(raw)}
+            for i, ms, t, e, raw in rows
+        ]
+
+    async def event_names(self, account: Account) -> list[dict[str, Any]]:
+        rows = await self._fetch(Q["event_names"], (account.id,))
+        return [
+            {"name": n, "display_name": d, "type": t, "archived": bool(a), "created_ms": c}
+            for n, d, t, a, c in rows
+        ]
+
+    async def update_event_name(
+        self,
+        account: Account,
+        name: str,
+        *,
+        display_name: str | None = None,
+        archived: bool | None = None,
+    ) -> bool:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> bool:
+            changed = 0
+            if display_name is not None:
+                cursor = await conn.execute(Q["rename_event"], (display_name, account.id, name))
+                changed = cursor.rowcount
+            if archived is not None:
+                cursor = await conn.execute(Q["archive_event"], (archived, account.id, name))
+                changed = cursor.rowcount
+            return changed > 0
+
+        return await self._transaction(work)
+
+    async def hit_rate_window(
+        self, account: Account, name: str, window_start: int, keep_after: int
+    ) -> int:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> int:
+            await conn.execute(Q["forget_rate_windows"], (account.id, name, keep_after))
+            cursor = await conn.execute(Q["hit_rate_window"], (account.id, name, window_start))
+            row = await cursor.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return await self._transaction(work)
+
+    async def customer_by_identifier(
+        self, account: Account, kind: str, value: str
+    ) -> CustomerRecord | None:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> CustomerRecord | None:
+            cursor = await conn.execute(Q["customer_uuid_by_identifier"], (account.id, kind, value))
+            row = await cursor.fetchone()
+            return None if row is None else await _customer(conn, account.id, row[0])
+
+        return await self._transaction(work)
+
+    async def customer_by_uuid(self, account: Account, uuid: str) -> CustomerRecord | None:
+        return await self._transaction(lambda conn: _customer(conn, account.id, uuid))
+
+    async def customer_events(
+        self, account: Account, user_uuid: str, start_ms: int, end_ms: int, limit: int
+    ) -> list[StoredEvent]:
+        rows = await self._fetch(
+            Q["customer_events"], (account.id, user_uuid, start_ms, end_ms, limit)
+        )
+        return [StoredEvent(*row) for row in rows]
+
+    async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
+        rows = await self._fetch(Q["latest_events"], (account.id, event, limit))
+        return [StoredEvent(*row) for row in rows]
+
+
+async def _customer(
+    conn: psycopg.AsyncConnection[Any], account_id: int, uuid: str
+) -> CustomerRecord | None:
+    cursor = await conn.execute(Q["customer_by_uuid"], (account_id, uuid))
+    row = await cursor.fetchone()
+    if row is not None and row[3] is not None:
+        cursor = await conn.execute(Q["customer_by_uuid"], (account_id, row[3]))
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    live, customer_id, email, _, attributes, subscriptions, created, updated = row
+    cursor = await conn.execute(Q["identifiers_of_customer"], (account_id, live))
+    identifiers = [(k, v) for k, v in await cursor.fetchall()]
+    return CustomerRecord(
+        live, customer_id, email, attributes, subscriptions, created, updated, identifiers
+    )
