@@ -1,0 +1,242 @@
+"""One contract suite for every store backend: SQLite always, PostgreSQL whenever
+TRACKWAY_TEST_POSTGRES_URL is set (CI always sets it; in CI its absence fails the run)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from trackway.domain.errors import AccountExists, AccountNotFound
+from trackway.domain.events import AcceptedEvent, validate_event
+from trackway.domain.keys import hash_key
+from trackway.domain.timestamps import now_ms
+from trackway.store import Account, Rejection, Store, open_store
+
+T = TypeVar("T")
+PG_URL = os.environ.get("TRACKWAY_TEST_POSTGRES_URL")
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def fresh_postgres_database(base_url: str) -> str:
+    """A new, empty database on the test server; its URL."""
+    import psycopg
+
+    name = "trackway_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return "sqlite:///" + str(tmp_path / "store.db")
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("TRACKWAY_TEST_POSTGRES_URL is not set: CI must run the PostgreSQL suite")
+        pytest.skip("TRACKWAY_TEST_POSTGRES_URL is not set")
+    return fresh_postgres_database(PG_URL)
+
+
+def with_store(url: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    async def go() -> T:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return run(go())
+
+
+async def new_account(store: Store, name: str | None = None) -> Account:
+    name = name or "acct-" + uuid.uuid4().hex[:8]
+    return await store.create_account(name, hash_key(name + "-e"), hash_key(name + "-u"))
+
+
+def event(**fields: Any) -> AcceptedEvent:
+    fields.setdefault("event", "view")
+    if not any(k in fields for k in ("customer_id", "email", "device_id", "cookie")):
+        fields["cookie"] = "c-" + uuid.uuid4().hex[:8]
+    return validate_event(fields, now_ms())
+
+
+@pytest.fixture
+def store_run(store_url: str) -> Iterator[Callable[[Callable[[Store], Awaitable[Any]]], Any]]:
+    yield lambda work: with_store(store_url, work)
+
+
+def test_migrations_from_empty_twice(store_url: str) -> None:
+    async def first(store: Store) -> Account:
+        return await new_account(store, "one")
+
+    created = with_store(store_url, first)
+    # Opening again runs the migrations again: a no-op that keeps the data.
+    found = with_store(store_url, lambda store: store.find_account("one"))
+    assert found == created
+
+
+def test_accounts_and_keys(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store, "shop")
+        credential = await store.credential(hash_key("shop-e"))
+        assert credential is not None
+        assert (credential.account, credential.kind) == (account, "event")
+        assert (await store.credential(hash_key("shop-u"))).kind == "user"  # type: ignore[union-attr]
+        assert await store.credential(hash_key("nope")) is None
+        with pytest.raises(AccountExists):
+            await new_account(store, "shop")
+        assert await store.find_account(account.uuid) == account
+        with pytest.raises(AccountNotFound):
+            await store.find_account("missing")
+        await store.replace_key(account, "event", hash_key("new-e"))
+        assert await store.credential(hash_key("shop-e")) is None
+        assert (await store.credential(hash_key("new-e"))).account == account  # type: ignore[union-attr]
+        assert [a.name for a in await store.list_accounts()] == ["shop"]
+
+    store_run(work)
+
+
+def test_ingest_dedups_and_rolls_up(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        a = event(event="purchase", timestamp="2024-03-01T10:00:00Z", price=5)
+        b = event(event="my_event", timestamp="2024-03-02T10:00:00Z")
+        twin = validate_event(dict(a.body), now_ms())
+        result = await store.ingest(account, [a, b, twin])
+        assert (result.stored, result.duplicates) == (2, 1)
+        again = await store.ingest(account, [validate_event(dict(b.body), now_ms())])
+        assert (again.stored, again.duplicates) == (0, 1)
+        assert await store.count_events(account) == 2
+        counts = await store.daily_event_counts(account, "2024-03-01", "2024-03-02")
+        assert counts == [("2024-03-01", "purchase", 1), ("2024-03-02", "my_event", 1)]
+        names = {n["name"]: n["type"] for n in await store.event_names(account)}
+        assert names == {"purchase": "standard", "my_event": "custom_event"}
+        stored = await store.event_by_uuid(account, a.event_uuid)
+        assert stored is not None and stored["price"] == 5
+
+    store_run(work)
+
+
+def test_rejections_are_logged_and_counted(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        received = now_ms()
+        await store.ingest(
+            account, [], [Rejection(received, "missing_identifier", {"base": ["x"]}, b"{}")]
+        )
+        log = await store.error_log(account)
+        assert [(e["error_type"], e["raw"]) for e in log] == [("missing_identifier", b"{}")]
+        day = __import__("trackway.domain.timestamps", fromlist=["day_of_ms"]).day_of_ms(received)
+        assert await store.daily_error_counts(account, day, day) == [
+            (day, "missing_identifier", 1)
+        ]
+
+    store_run(work)
+
+
+def test_attribute_type_is_fixed_by_first_use(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        first = await store.ingest(account, [event(price=1)])
+        assert first.rejected == []
+        second = await store.ingest(account, [event(price="cheap"), event(price=2)])
+        assert (second.stored, [i for i, _ in second.rejected]) == (1, [0])
+        assert second.rejected[0][1].error_type == "es_index_error"
+        assert [e["error_type"] for e in await store.error_log(account)] == ["es_index_error"]
+
+    store_run(work)
+
+
+def test_identity_merge_and_conflict(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event(cookie="ck", event="view")])
+        anonymous = await store.customer_by_identifier(account, "cookie", "ck")
+        assert anonymous is not None and anonymous.customer_id is None
+        await store.ingest(account, [event(cookie="ck", customer_id="7", email="A@x.io",
+                                           event="identify", name="Ann")])
+        known = await store.customer_by_identifier(account, "customer_id", "7")
+        assert known is not None and known.attributes == {"name": "Ann"}
+        # The anonymous profile was taken over (or merged): its uuid answers for the customer.
+        merged = await store.customer_by_uuid(account, anonymous.uuid)
+        assert merged is not None and merged.uuid == known.uuid
+        timeline = await store.customer_events(account, known.uuid, 0, 2**62, 100)
+        assert [e.body["event"] for e in timeline] == ["identify", "view"]
+        # A different customer_id with customer 7's email: never merged.
+        await store.ingest(account, [event(customer_id="8", email="a@x.io")])
+        eight = await store.customer_by_identifier(account, "customer_id", "8")
+        assert eight is not None and eight.uuid != known.uuid
+        by_email = await store.customer_by_identifier(account, "email", "a@x.io")
+        assert by_email is not None and by_email.uuid == known.uuid
+
+    store_run(work)
+
+
+def test_concurrent_writers_make_one_customer(store_url: str) -> None:
+    """Two stores on one database (as two processes would be) see the same new customer at
+    the same moment: one customer results."""
+
+    async def work() -> None:
+        one, two = open_store(store_url), open_store(store_url)
+        await one.open()
+        await two.open()
+        try:
+            account = await new_account(one)
+            for round_ in range(10):
+                device = f"dev-{round_}"
+                await asyncio.gather(
+                    one.ingest(account, [event(device_id=device)]),
+                    two.ingest(account, [event(device_id=device, email=f"{round_}@x.io")]),
+                )
+                a = await one.customer_by_identifier(account, "device_id", device)
+                b = await two.customer_by_identifier(account, "email", f"{round_}@x.io")
+                assert a is not None and b is not None and a.uuid == b.uuid
+                assert len(await one.customer_events(account, a.uuid, 0, 2**62, 10)) == 2
+        finally:
+            await one.close()
+            await two.close()
+
+    run(work())
+
+
+def test_reads_order_and_limit(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        stamps = ["2024-01-03T00:00:00Z", "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"]
+        await store.ingest(account, [event(cookie="k", event="view", timestamp=t) for t in stamps])
+        customer = await store.customer_by_identifier(account, "cookie", "k")
+        assert customer is not None
+        newest_two = await store.customer_events(account, customer.uuid, 0, 2**62, 2)
+        assert [e.body["timestamp"] for e in newest_two] == [stamps[0], stamps[2]]
+        latest = await store.latest_events(account, "view", 50)
+        assert [e.body["timestamp"] for e in latest] == [stamps[0], stamps[2], stamps[1]]
+        assert all(e.user_uuid == customer.uuid for e in latest)
+
+    store_run(work)
+
+
+def test_rate_windows_and_event_names(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        counts = [await store.hit_rate_window(account, "show_events", 1000, 0) for _ in range(3)]
+        assert counts == [1, 2, 3]
+        assert await store.hit_rate_window(account, "show_events", 2000, 1000) == 1
+        await store.ingest(account, [event(event="signup")])
+        assert await store.update_event_name(account, "signup", display_name="Sign-up")
+        assert await store.update_event_name(account, "signup", archived=True)
+        assert not await store.update_event_name(account, "nope", archived=True)
+        (entry,) = await store.event_names(account)
+        assert (entry["display_name"], entry["archived"]) == ("Sign-up", True)
+
+    store_run(work)
