@@ -141,13 +141,18 @@ def server(
         wait_ready(proc, f"http://127.0.0.1:{port}/healthz", log)
         yield proc.pid
     finally:
-        # SIGKILL when asked: the durability check then counts only what was committed.
-        os.killpg(proc.pid, signal.SIGKILL if hard_stop else signal.SIGINT)
+        stop(proc, signal.SIGKILL if hard_stop else signal.SIGINT)
+
+
+def stop(proc: subprocess.Popen[bytes], how: signal.Signals) -> None:
+    """Signal the whole process group (uvicorn's workers too); SIGKILL it after 15 s."""
+    with contextlib.suppress(ProcessLookupError):  # gone already
+        os.killpg(proc.pid, how)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    proc.wait()
 
 
 def profiled(pid: int, seconds: int, workers: int, stamp: str) -> list[subprocess.Popen[bytes]]:
@@ -158,8 +163,8 @@ def profiled(pid: int, seconds: int, workers: int, stamp: str) -> list[subproces
     base += ["--subprocesses"] if workers > 1 else []
     flame = [*base, "--format", "flamegraph", "-o", str(OUT / f"flame-{stamp}.svg")]
     raw = [*base, "--threads", "--format", "raw", "-o", str(OUT / f"stacks-{stamp}.txt")]
-    log = (OUT / f"py-spy-{stamp}.log").open("ab")
-    return [subprocess.Popen(cmd, stdout=log, stderr=log) for cmd in (flame, raw)]
+    with (OUT / f"py-spy-{stamp}.log").open("ab") as log:
+        return [subprocess.Popen(cmd, stdout=log, stderr=log) for cmd in (flame, raw)]
 
 
 def self_time_top(stacks: Path, seconds: int, top: int = 20) -> str:
@@ -171,9 +176,8 @@ def self_time_top(stacks: Path, seconds: int, top: int = 20) -> str:
         path, _, count = line.rpartition(" ")
         if not (path and count.isdigit()):
             continue
-        frames = path.split(";")
-        role = "writer" if "_Writer.run" in path else "event loop" if "Runner.run" in path else ""
-        threads[f"{frames[0]} {role}".strip()] += int(count)
+        frames = path.split(";")  # with --threads, the first frame names the thread
+        threads[frames[0]] += int(count)
         counts[re.sub(r":\d+\)$", ")", frames[-1])] += int(count)
     total = sum(counts.values()) or 1
     busy = [f"{n / (PYSPY_RATE * seconds):6.1%}  {name}" for name, n in threads.most_common()]
@@ -243,7 +247,10 @@ def commit() -> str:
     git = ["git", "-C", str(ROOT)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True)
-    return head.stdout.strip() + (" (src/ has uncommitted changes)" if dirty.stdout else "")
+    note = " (src/ has uncommitted changes)" if dirty.stdout else ""
+    if os.environ.get("PYTHONPATH"):  # trackway may then come from elsewhere
+        note += f" (PYTHONPATH={os.environ['PYTHONPATH']})"
+    return head.stdout.strip() + note
 
 
 def report(rounds: list[Round], args: argparse.Namespace, load: str) -> str:
@@ -306,7 +313,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="trackway-bench-") as tmp:
         for index in range(1, args.runs + 1):
             print(f"run {index}/{args.runs} …", file=sys.stderr, flush=True)
-            rounds.append(bench_round(args, index, Path(tmp), stamp))
+            try:
+                rounds.append(bench_round(args, index, Path(tmp), stamp))
+            except subprocess.CalledProcessError as exc:
+                sys.exit(f"{' '.join(map(str, exc.cmd))} failed:\n{exc.stdout}\n{exc.stderr}")
+            except RuntimeError as exc:
+                sys.exit(str(exc))
     table = report(rounds, args, load)
     print(table)
     (OUT / f"ingest-{stamp}.md").write_text(f"# bench/ingest.py, {stamp}\n\n{table}\n")
