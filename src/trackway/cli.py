@@ -182,6 +182,29 @@ def accounts_list(database_url: str, as_json: bool) -> None:
             click.echo(f"{account.uuid}  {account.name}  {format_ms(account.created_ms)}")
 
 
+@accounts.command("verification")
+@click.argument("account")
+@click.option(
+    "--enable/--disable",
+    required=True,
+    help="--enable prints a new secret; every event must then be signed with it.",
+)
+@database_option
+def accounts_verification(account: str, enable: bool, database_url: str) -> None:
+    """Turn event verification of ACCOUNT on or off. When on, every event must carry
+    `verification_key` and `event_signature` = hex SHA-256 of (verification_key + secret)."""
+    secret = new_key() if enable else None
+
+    async def change(store: Store) -> None:
+        await store.set_verification_secret(await store.find_account(account), secret)
+
+    with_store(database_url, change)
+    if secret is None:
+        click.echo(f"event verification of {account} is off")
+    else:
+        click.echo(secret)
+
+
 @main.group()
 def keys() -> None:
     """Rotate API keys."""

@@ -89,7 +89,7 @@ class Trackway:
         then raised as EventRejected."""
         received = now_ms()
         try:
-            event = decode_event_body(raw, received)
+            event = decode_event_body(raw, received, account.verification_secret)
         except EventRejected as rejected:
             await self.log_rejections(
                 account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
@@ -99,6 +99,19 @@ class Trackway:
         if result.rejected:
             raise result.rejected[0][1]
         return result
+
+    async def ingest_pixel(self, account: Account, body: dict[str, Any], raw: bytes) -> None:
+        """GET /unity.gif: one event from the pixel's parameters; the browser gets its GIF
+        whatever happens, so a rejection is only logged and counted."""
+        received = now_ms()
+        try:
+            event = validate_event(body, received, account.verification_secret)
+        except EventRejected as rejected:
+            await self.log_rejections(
+                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+            )
+            return
+        await self.store.ingest(account, [event])
 
     async def ingest_bulk(self, account: Account, raw: bytes) -> BulkResult:
         """POST /api/v1/bulkevents: each event under the single-event rules; the valid ones
@@ -128,7 +141,7 @@ class Trackway:
             try:
                 if not isinstance(item, dict):
                     raise EventRejected("parsing_error", {"event": ["must be a JSON object"]})
-                accepted.append(validate_event(item, received))
+                accepted.append(validate_event(item, received, account.verification_secret))
                 positions.append(index)
             except EventRejected as rejected:
                 uuid = item.get("event_uuid") if isinstance(item, dict) else None

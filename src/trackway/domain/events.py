@@ -6,6 +6,8 @@ every bad field and the one error type the rejection is counted under.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import random
 import re
@@ -138,11 +140,20 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def decode_event_body(raw: bytes, received_ms: int) -> AcceptedEvent:
-    return validate_event(parse_json_object(raw), received_ms)
+def decode_event_body(
+    raw: bytes, received_ms: int, verification_secret: str | None = None
+) -> AcceptedEvent:
+    return validate_event(parse_json_object(raw), received_ms, verification_secret)
 
 
-def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
+def event_signature(verification_key: str, secret: str) -> str:
+    """The signature a verified event carries: hex SHA-256 of verification_key + secret."""
+    return hashlib.sha256((verification_key + secret).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def validate_event(
+    body: dict[str, Any], received_ms: int, verification_secret: str | None = None
+) -> AcceptedEvent:
     """Check every rule; collect all field errors, count the first broken rule's type."""
     errors: dict[str, list[str]] = {}
     types: list[str] = []
@@ -150,6 +161,9 @@ def validate_event(body: dict[str, Any], received_ms: int) -> AcceptedEvent:
     def reject(field: str, message: str, error_type: str) -> None:
         errors.setdefault(field, []).append(message)
         types.append(error_type)
+
+    if verification_secret is not None:
+        _check_signature(body, verification_secret, reject)
 
     event = body.get("event")
     if event is None or (isinstance(event, str) and not event.strip()):
@@ -356,6 +370,23 @@ def new_event_uuid() -> str:
     """A random (version 4) UUID. Event uuids name events, they guard nothing: the fast
     non-cryptographic generator will do, seeded from the OS per process."""
     return str(uuid.UUID(int=_random_bits(128), version=4))
+
+
+def _check_signature(body: dict[str, Any], secret: str, reject: Any) -> None:
+    key = body.get("verification_key")
+    signature = body.get("event_signature")
+    if not isinstance(key, str) or not key:
+        reject("verification_key", BLANK, "event_verification_error")
+    if not isinstance(signature, str) or not signature:
+        reject("event_signature", BLANK, "event_verification_error")
+    elif isinstance(key, str) and key:
+        expected = event_signature(key, secret)
+        if not hmac.compare_digest(
+            expected.encode(), signature.strip().lower().encode("utf-8", "replace")
+        ):
+            reject(
+                "event_signature", "does not match the verification key", "event_verification_error"
+            )
 
 
 def is_valid_event_name(name: Any) -> bool:

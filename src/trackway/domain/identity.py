@@ -141,13 +141,18 @@ class IdentityResolver:
         if event.customer_id is not None and profile.customer_id is None:
             profile.customer_id = event.customer_id
             profile.changed = True
-        if event.email is not None and profile.email is None:
-            profile.email = event.email
-            profile.changed = True
         for kind, value in ids:
             if (kind, value) not in self.index:
                 self.index[(kind, value)] = owner
                 self.new_identifiers.append((kind, value, owner, event.received_ms))
+        # An email another customer holds (a conflict above) stays that customer's email.
+        if (
+            event.email is not None
+            and profile.email is None
+            and self.index.get(("email", event.email)) == owner
+        ):
+            profile.email = event.email
+            profile.changed = True
 
         if event.event == "identify":
             attributes = profile_attributes(event.body)

@@ -62,7 +62,7 @@ def parse_timestamp(value: Any) -> tuple[str, int] | None:
         )
         if sign:
             offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            if offset >= timedelta(hours=24):
+            if offset >= timedelta(hours=24) or int(off_m) >= 60:
                 return None
             dt = dt - offset if sign == "+" else dt + offset
     except (ValueError, OverflowError):

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from trackway.domain.errors import TrackwayError
 from trackway.http.errors import RequestTooLarge, error_response, internal_error, json_body
 from trackway.http.ingest import IngestEndpoints
-from trackway.http.routes import customers, events
+from trackway.http.routes import customers, events, web
 from trackway.service import Trackway
 from trackway.settings import Settings
 from trackway.store import open_store
@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> Any:
             Route("/healthz", healthz, methods=["GET"]),
             *customers.routes,
             *events.routes,
+            *web.routes,
         ],
         exception_handlers={
             TrackwayError: _domain_error,

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from trackway.domain.errors import TrackwayError
+from trackway.domain.errors import EventRejected, StoreUnavailable, TrackwayError
+from trackway.domain.pixel import PIXEL_GIF, pixel_body, pixel_key, pixel_parameters
+from trackway.domain.timestamps import now_ms
 from trackway.http.auth import NotAuthorized, key_from_authorization
 from trackway.http.errors import (
     MethodNotAllowed,
@@ -22,7 +24,7 @@ from trackway.http.errors import (
     json_body,
 )
 from trackway.service import Trackway
-from trackway.store.base import Credential
+from trackway.store.base import Credential, Rejection
 
 log = logging.getLogger("trackway.http")
 
@@ -31,6 +33,12 @@ Handler = Callable[[Credential, bytes], Awaitable[Response]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _OK = (200, json_body({"status": "OK"}), [])
+_PIXEL_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"cache-control", b"no-cache, no-store, must-revalidate, private, max-age=0"),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"0"),
+]
 
 
 async def read_body(receive: Any, scope: dict[str, Any], limit: int) -> bytes | None:
@@ -62,6 +70,17 @@ async def read_body(receive: Any, scope: dict[str, Any], limit: int) -> bytes | 
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+async def _send(send: Any, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
 def authorization_header(scope: dict[str, Any]) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -83,6 +102,9 @@ class IngestEndpoints:
             self.routes[path + "/"] = handler
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/unity.gif":
+            await self.serve_pixel(scope, send)
+            return
         handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
         if handler is None:
             await self.fallback(scope, receive, send)
@@ -105,22 +127,51 @@ class IngestEndpoints:
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
             status, payload, headers = internal_error()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    *_JSON_HEADERS,
-                    (b"content-length", str(len(payload)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await _send(send, status, payload, [*_JSON_HEADERS, *headers])
 
     async def post_event(self, credential: Credential, body: bytes) -> Response:
         await self.trackway.ingest_event(credential.account, body)
         return _OK
+
+    async def pixel(self, scope: dict[str, Any]) -> None:
+        """GET /unity.gif: the event rides in the query string, the key in `x`."""
+        parameters = pixel_parameters(scope.get("query_string", b""))
+        key = pixel_key(parameters)
+        credential = await self.trackway.credential_for_key(key) if key else None
+        if credential is None:
+            return
+        headers = {name: value for name, value in scope["headers"]}
+        client = scope.get("client")
+        try:
+            body = pixel_body(
+                parameters,
+                user_agent=headers.get(b"user-agent", b"").decode("latin-1") or None,
+                ip=client[0] if client else None,
+                referrer=headers.get(b"referer", b"").decode("latin-1") or None,
+            )
+        except EventRejected as rejected:
+            raw = scope.get("query_string", b"")
+            await self.trackway.log_rejections(
+                credential.account,
+                [Rejection(now_ms(), rejected.error_type, rejected.errors, raw)],
+            )
+            return
+        await self.trackway.ingest_pixel(credential.account, body, scope.get("query_string", b""))
+
+    async def serve_pixel(self, scope: dict[str, Any], send: Any) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            status, payload, headers = (
+                error_response(MethodNotAllowed("GET, HEAD")) or internal_error()
+            )
+            await _send(send, status, payload, [*_JSON_HEADERS, *headers])
+            return
+        try:
+            await self.pixel(scope)
+        except StoreUnavailable as exc:
+            log.warning("pixel event not stored: %s", exc)
+        except Exception:
+            log.exception("unexpected error on the pixel")
+        await _send(send, 200, PIXEL_GIF, _PIXEL_HEADERS)
 
     async def post_bulk(self, credential: Credential, body: bytes) -> Response:
         result = await self.trackway.ingest_bulk(credential.account, body)

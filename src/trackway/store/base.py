@@ -17,6 +17,8 @@ class Account:
     uuid: str
     name: str
     created_ms: int
+    # Set when event verification is on: every event must carry a signature made with it.
+    verification_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,8 @@ class Store(Protocol):
         """By name or uuid; raises AccountNotFound."""
 
     async def replace_key(self, account: Account, kind: str, key_hash: str) -> None: ...
+
+    async def set_verification_secret(self, account: Account, secret: str | None) -> None: ...
 
     async def event_by_uuid(self, account: Account, event_uuid: str) -> dict[str, Any] | None: ...
 

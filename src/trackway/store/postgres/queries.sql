@@ -83,7 +83,7 @@ SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])
 ON CONFLICT (account_id, day, error_type) DO UPDATE SET count = error_daily.count + excluded.count
 
 -- name: credential
-SELECT a.id, a.uuid, a.name, a.created_ms, k.kind, k.key_hash
+SELECT a.id, a.uuid, a.name, a.created_ms, a.verification_secret, k.kind, k.key_hash
 FROM api_keys AS k JOIN accounts AS a ON a.id = k.account_id
 WHERE k.key_hash = %s AND (k.expires_ms IS NULL OR k.expires_ms > %s)
 
@@ -97,10 +97,10 @@ INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (%s, %s, %s
 UPDATE api_keys SET expires_ms = %s WHERE account_id = %s AND kind = %s AND expires_ms IS NULL
 
 -- name: list_accounts
-SELECT id, uuid, name, created_ms FROM accounts ORDER BY id
+SELECT id, uuid, name, created_ms, verification_secret FROM accounts ORDER BY id
 
 -- name: find_account
-SELECT id, uuid, name, created_ms FROM accounts WHERE name = %s OR uuid = %s
+SELECT id, uuid, name, created_ms, verification_secret FROM accounts WHERE name = %s OR uuid = %s
 
 -- name: event_by_uuid
 SELECT body FROM events WHERE account_id = %s AND event_uuid = %s
@@ -164,3 +164,6 @@ SELECT c.relname FROM pg_inherits AS i
 JOIN pg_class AS c ON c.oid = i.inhrelid
 JOIN pg_class AS p ON p.oid = i.inhparent
 WHERE p.relname = 'events'
+
+-- name: set_verification_secret
+UPDATE accounts SET verification_secret = %s WHERE id = %s

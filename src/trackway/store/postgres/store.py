@@ -508,12 +508,18 @@ class PostgresStore:
 
         await self._transaction(work)
 
+    async def set_verification_secret(self, account: Account, secret: str | None) -> None:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(Q["set_verification_secret"], (secret, account.id))
+
+        await self._transaction(work)
+
     async def credential(self, key_hash: str) -> Credential | None:
         rows = await self._fetch(Q["credential"], (key_hash, now_ms()))
         if not rows:
             return None
         row = rows[0]
-        return Credential(Account(*row[:4]), row[4], row[5])
+        return Credential(Account(*row[:5]), row[5], row[6])
 
     async def list_accounts(self) -> list[Account]:
         return [Account(*row) for row in await self._fetch(Q["list_accounts"])]

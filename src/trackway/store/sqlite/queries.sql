@@ -15,7 +15,7 @@ INSERT INTO error_log (account_id, received_ms, error_type, errors, raw) VALUES
 INSERT INTO standard_event_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING
 
 -- name: credential
-SELECT a.id, a.uuid, a.name, a.created_ms, k.kind, k.key_hash
+SELECT a.id, a.uuid, a.name, a.created_ms, a.verification_secret, k.kind, k.key_hash
 FROM api_keys AS k JOIN accounts AS a ON a.id = k.account_id
 WHERE k.key_hash = ? AND (k.expires_ms IS NULL OR k.expires_ms > ?)
 
@@ -29,10 +29,10 @@ INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (?, ?, ?, ?
 UPDATE api_keys SET expires_ms = ? WHERE account_id = ? AND kind = ? AND expires_ms IS NULL
 
 -- name: list_accounts
-SELECT id, uuid, name, created_ms FROM accounts ORDER BY id
+SELECT id, uuid, name, created_ms, verification_secret FROM accounts ORDER BY id
 
 -- name: find_account
-SELECT id, uuid, name, created_ms FROM accounts WHERE name = ? OR uuid = ?
+SELECT id, uuid, name, created_ms, verification_secret FROM accounts WHERE name = ? OR uuid = ?
 
 -- name: event_by_uuid
 SELECT body, user_uuid, received_ms, timestamp_ms FROM events
@@ -136,3 +136,6 @@ UPDATE event_names SET display_name = ? WHERE account_id = ? AND name = ?
 
 -- name: archive_event
 UPDATE event_names SET archived = ? WHERE account_id = ? AND name = ?
+
+-- name: set_verification_secret
+UPDATE accounts SET verification_secret = ? WHERE id = ?

@@ -211,6 +211,11 @@ class SQLiteStore:
 
         await self._write(write)
 
+    async def set_verification_secret(self, account: Account, secret: str | None) -> None:
+        await self._write(
+            lambda conn: conn.execute(Q["set_verification_secret"], (secret, account.id))
+        )
+
     # -- reads ---------------------------------------------------------------------------
 
     async def credential(self, key_hash: str) -> Credential | None:
@@ -218,7 +223,7 @@ class SQLiteStore:
             row = conn.execute(Q["credential"], (key_hash, now_ms())).fetchone()
             if row is None:
                 return None
-            return Credential(Account(*row[:4]), row[4], row[5])
+            return Credential(Account(*row[:5]), row[5], row[6])
 
         return await self._read(read)
 

@@ -1,0 +1,2 @@
+-- Event verification: when set, every event must be signed with this secret.
+ALTER TABLE accounts ADD COLUMN verification_secret TEXT;
