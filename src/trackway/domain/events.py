@@ -11,6 +11,7 @@ import hmac
 import os
 import random
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -367,9 +368,14 @@ def type_mismatch(name: str, expected: str, got: str) -> EventRejected:
 
 
 def new_event_uuid() -> str:
-    """A random (version 4) UUID. Event uuids name events, they guard nothing: the fast
-    non-cryptographic generator will do, seeded from the OS per process."""
-    return str(uuid.UUID(int=_random_bits(128), version=4))
+    """A time-ordered UUID (version 7, RFC 9562): 48 bits of Unix milliseconds, then random
+    bits. Ordered by time, new uuids land on the same index pages, so a group commit writes
+    few pages; they name events and guard nothing, so a fast, per-process seeded generator
+    will do."""
+    value = (time.time_ns() // 1_000_000) << 80 | _random_bits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
 
 
 def _check_signature(body: dict[str, Any], secret: str, reject: Any) -> None:

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from trackway.domain.batch import AccountPlan, Lookups, LookupsNeeded, lookups_needed, plan_account
 from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
-from trackway.domain.events import AcceptedEvent, event_type
+from trackway.domain.events import AcceptedEvent, event_type, new_event_uuid
 from trackway.domain.identity import Profile
 from trackway.domain.timestamps import day_of_ms, now_ms
 from trackway.store.base import (
@@ -273,7 +273,7 @@ class PostgresStore:
         for account_id, entries in grouped.items():
             needed = lookups_needed([e for _, _, e in entries])
             lookups = await self._lookups(conn, account_id, needed)
-            plan = plan_account(account_id, entries, lookups, lambda: str(uuid.uuid4()))
+            plan = plan_account(account_id, entries, lookups, new_event_uuid)
             await self._write_identity(conn, plan)
             if plan.new_attribute_types:
                 names, kinds = zip(*plan.new_attribute_types, strict=True)

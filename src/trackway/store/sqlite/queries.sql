@@ -61,8 +61,11 @@ WHERE account_id = ? ORDER BY name
 SELECT event_uuid FROM events WHERE account_id = ? AND event_uuid IN ({marks})
 
 -- name: identifiers_of_pairs
-SELECT kind, value, customer_uuid FROM identifiers
-WHERE account_id = ? AND (kind, value) IN (VALUES {pairs})
+-- Joined from the list of pairs, so that every pair is one primary-key search.
+SELECT i.kind, i.value, i.customer_uuid
+FROM (VALUES {pairs}) AS wanted
+JOIN identifiers AS i
+    ON i.account_id = ? AND i.kind = wanted.column1 AND i.value = wanted.column2
 
 -- name: profiles_by_uuid
 SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms

@@ -15,7 +15,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +23,7 @@ import msgspec
 
 from trackway.domain.batch import AccountPlan, Lookups, LookupsNeeded, lookups_needed, plan_account
 from trackway.domain.errors import StoreUnavailable
-from trackway.domain.events import AcceptedEvent
+from trackway.domain.events import AcceptedEvent, new_event_uuid
 from trackway.domain.identity import Profile
 from trackway.store.base import IngestResult, Rejection, count_outcomes, entries_by_account
 from trackway.store.queries import load_queries
@@ -70,10 +69,6 @@ def _in_list_sql(name: str, count: int) -> str:
     if name == "identifiers_of_pairs":
         return Q[name].replace("{pairs}", ",".join(["(?,?)"] * count))
     return Q[name].replace("{marks}", ",".join(["?"] * count))
-
-
-def new_customer_uuid() -> str:
-    return str(uuid.uuid4())
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -210,7 +205,7 @@ class Writer(threading.Thread):
         log_rows: list[Any] = []
         for account_id, entries in entries_by_account(jobs).items():
             lookups = self._lookups(conn, account_id, lookups_needed([e for _, _, e in entries]))
-            plan = plan_account(account_id, entries, lookups, new_customer_uuid)
+            plan = plan_account(account_id, entries, lookups, new_event_uuid)
             self._write_identity(conn, plan)
             if plan.new_attribute_types:
                 conn.executemany(
@@ -266,7 +261,7 @@ class Writer(threading.Thread):
         index: dict[tuple[str, str], str] = {}
         for chunk in _chunks(needed.identifiers, IN_LIST):
             sql = _in_list_sql("identifiers_of_pairs", len(chunk))
-            params = [account_id, *(v for pair in chunk for v in pair)]
+            params = [*(v for pair in chunk for v in pair), account_id]
             for kind, value, customer_uuid in conn.execute(sql, params):
                 index[(kind, value)] = customer_uuid
         profiles: dict[str, Profile] = {}
