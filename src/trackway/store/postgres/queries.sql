@@ -4,20 +4,24 @@
 SELECT pg_advisory_xact_lock(7312, %s::int)
 
 -- name: existing_event_uuids
-SELECT event_uuid FROM event_uuids WHERE account_id = %s AND event_uuid = ANY(%s::text[])
+-- Joined from the list (not `= ANY`): the prepared statement's generic plan then keeps to the
+-- primary key instead of scanning the table.
+SELECT u.event_uuid
+FROM unnest(%s::text[]) AS w (event_uuid)
+JOIN event_uuids AS u ON u.account_id = %s AND u.event_uuid = w.event_uuid
 
 -- name: attribute_types_of
-SELECT name, type FROM attribute_types WHERE account_id = %s AND name = ANY(%s::text[])
+SELECT t.name, t.type
+FROM unnest(%s::text[]) AS w (name)
+JOIN attribute_types AS t ON t.account_id = %s AND t.name = w.name
 
 -- name: identifiers_of_pairs
-SELECT i.kind, i.value, i.customer_uuid
-FROM identifiers AS i
-JOIN unnest(%s::text[], %s::text[]) AS w (kind, value) ON i.kind = w.kind AND i.value = w.value
-WHERE i.account_id = %s
-
--- name: profiles_by_uuid
-SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms
-FROM customers WHERE account_id = %s AND uuid = ANY(%s::text[])
+-- Each known identifier with the profile it points at (profiles repeat; one round trip).
+SELECT i.kind, i.value, c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions,
+       c.created_ms, c.updated_ms
+FROM unnest(%s::text[], %s::text[]) AS w (kind, value)
+JOIN identifiers AS i ON i.account_id = %s AND i.kind = w.kind AND i.value = w.value
+JOIN customers AS c ON c.account_id = i.account_id AND c.uuid = i.customer_uuid
 
 -- name: insert_attribute_types
 INSERT INTO attribute_types (account_id, name, type)

@@ -263,52 +263,96 @@ class PostgresStore:
     async def _write_ingest(
         self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job]
     ) -> list[IngestResult]:
+        """Three round trips whatever the batch: the locks and every lookup in one pipeline,
+        every write in a second, then the commit."""
         results = [IngestResult() for _ in jobs]
         grouped = entries_by_account(jobs)
         accounts = sorted(set(grouped) | {job.account_id for job in jobs if job.rejections})
-        for account_id in accounts:
-            await conn.execute(Q["lock_account"], (account_id,))
+        async with conn.pipeline():
+            for account_id in accounts:
+                await conn.execute(Q["lock_account"], (account_id,))
+            pending = {
+                account_id: await self._send_lookups(
+                    conn, account_id, lookups_needed([e for _, _, e in entries])
+                )
+                for account_id, entries in grouped.items()
+            }
+            lookups = {a: await self._read_lookups(*cursors) for a, cursors in pending.items()}
+
         stored: list[tuple[int, AcceptedEvent, str]] = []
         log_rows: list[tuple[int, int, str, bytes, bytes]] = []
-        for account_id, entries in grouped.items():
-            needed = lookups_needed([e for _, _, e in entries])
-            lookups = await self._lookups(conn, account_id, needed)
-            plan = plan_account(account_id, entries, lookups, new_event_uuid)
-            await self._write_identity(conn, plan)
-            if plan.new_attribute_types:
-                names, kinds = zip(*plan.new_attribute_types, strict=True)
-                await conn.execute(
-                    Q["insert_attribute_types"], (account_id, list(names), list(kinds))
-                )
-            stored += [(account_id, event, user_uuid) for event, user_uuid in plan.stored]
-            for (j, i, event), rejection in plan.rejected:
-                results[j].rejected.append((i, rejection))
-                log_rows.append(
-                    (
-                        account_id,
-                        event.received_ms,
-                        rejection.error_type,
-                        _encode(rejection.errors),
-                        _encode(event.body)[:MAX_RAW_BYTES],
+        async with conn.pipeline():
+            for account_id, entries in grouped.items():
+                plan = plan_account(account_id, entries, lookups[account_id], new_event_uuid)
+                await self._write_identity(conn, plan)
+                if plan.new_attribute_types:
+                    names, kinds = zip(*plan.new_attribute_types, strict=True)
+                    await conn.execute(
+                        Q["insert_attribute_types"], (account_id, list(names), list(kinds))
                     )
-                )
-            count_outcomes(plan, entries, results)
-        for job in jobs:
-            for r in job.rejections:
-                log_rows.append(
-                    (
-                        job.account_id,
-                        r.received_ms,
-                        r.error_type,
-                        _encode(r.errors),
-                        r.raw[:MAX_RAW_BYTES],
+                stored += [(account_id, event, user_uuid) for event, user_uuid in plan.stored]
+                for (j, i, event), rejection in plan.rejected:
+                    results[j].rejected.append((i, rejection))
+                    log_rows.append(
+                        (
+                            account_id,
+                            event.received_ms,
+                            rejection.error_type,
+                            _encode(rejection.errors),
+                            _encode(event.body)[:MAX_RAW_BYTES],
+                        )
                     )
-                )
-        if stored:
-            await self._insert_events(conn, stored)
-        if log_rows:
-            await self._insert_rejections(conn, log_rows)
+                count_outcomes(plan, entries, results)
+            for job in jobs:
+                for r in job.rejections:
+                    log_rows.append(
+                        (
+                            job.account_id,
+                            r.received_ms,
+                            r.error_type,
+                            _encode(r.errors),
+                            r.raw[:MAX_RAW_BYTES],
+                        )
+                    )
+            if stored:
+                await self._insert_events(conn, stored)
+            if log_rows:
+                await self._insert_rejections(conn, log_rows)
         return results
+
+    @staticmethod
+    async def _send_lookups(
+        conn: psycopg.AsyncConnection[Any], account_id: int, needed: LookupsNeeded
+    ) -> tuple[Any, ...]:
+        kinds = [k for k, _ in needed.identifiers]
+        values = [v for _, v in needed.identifiers]
+        return (
+            await conn.execute(Q["existing_event_uuids"], (needed.event_uuids, account_id)),
+            await conn.execute(Q["attribute_types_of"], (needed.attribute_names, account_id)),
+            await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id)),
+        )
+
+    @staticmethod
+    async def _read_lookups(uuids: Any, types: Any, identifiers: Any) -> Lookups:
+        existing = {row[0] for row in await uuids.fetchall()}
+        fixed = {name: kind for name, kind in await types.fetchall()}
+        index: dict[tuple[str, str], str] = {}
+        profiles: dict[str, Profile] = {}
+        for (
+            kind,
+            value,
+            u,
+            cid,
+            email,
+            attributes,
+            subscriptions,
+            created,
+            updated,
+        ) in await identifiers.fetchall():
+            index[(kind, value)] = u
+            if u not in profiles:
+                profiles[u] = Profile(u, cid, email, attributes, subscriptions, created, updated)
+        return Lookups(existing, fixed, index, profiles)
 
     @staticmethod
     async def _insert_events(
@@ -380,42 +424,6 @@ class PostgresStore:
         )
 
     @staticmethod
-    async def _lookups(
-        conn: psycopg.AsyncConnection[Any], account_id: int, needed: LookupsNeeded
-    ) -> Lookups:
-        cursor = await conn.execute(Q["existing_event_uuids"], (account_id, needed.event_uuids))
-        existing = {row[0] for row in await cursor.fetchall()}
-        types: dict[str, str] = {}
-        if needed.attribute_names:
-            cursor = await conn.execute(
-                Q["attribute_types_of"], (account_id, needed.attribute_names)
-            )
-            types = {name: kind for name, kind in await cursor.fetchall()}
-        index: dict[tuple[str, str], str] = {}
-        if needed.identifiers:
-            kinds = [k for k, _ in needed.identifiers]
-            values = [v for _, v in needed.identifiers]
-            cursor = await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id))
-            for kind, value, customer_uuid in await cursor.fetchall():
-                index[(kind, value)] = customer_uuid
-        profiles: dict[str, Profile] = {}
-        if index:
-            cursor = await conn.execute(
-                Q["profiles_by_uuid"], (account_id, sorted(set(index.values())))
-            )
-            for (
-                u,
-                cid,
-                email,
-                attributes,
-                subscriptions,
-                created,
-                updated,
-            ) in await cursor.fetchall():
-                profiles[u] = Profile(u, cid, email, attributes, subscriptions, created, updated)
-        return Lookups(existing, types, index, profiles)
-
-    @staticmethod
     async def _write_identity(conn: psycopg.AsyncConnection[Any], plan: AccountPlan) -> None:
         resolver = plan.identity
         if resolver is None:
@@ -435,46 +443,44 @@ class PostgresStore:
                 new_profiles.append((account_id, p.uuid, *values))
             elif p.changed:
                 changed.append((*values, account_id, p.uuid))
-        async with conn.cursor() as cursor:
-            if new_profiles:
-                await cursor.executemany(Q["insert_customer"], new_profiles)
-            for merge in resolver.merges:
-                log.info("merging customer %s into %s", merge.loser, merge.winner)
-                await cursor.execute(
-                    Q["merge_identifiers"], (merge.winner, account_id, merge.loser)
-                )
-                await cursor.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
-                await cursor.execute(
-                    Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser)
-                )
-            if changed:
-                await cursor.executemany(Q["update_customer"], changed)
-            if resolver.new_identifiers:
-                await cursor.executemany(
-                    Q["insert_identifier"],
-                    [(account_id, k, v, u, ms) for k, v, u, ms in resolver.new_identifiers],
-                )
-            for c in resolver.conflicts:
-                log.warning(
-                    "identity conflict on %s %r: event %s kept on %s, not merged with %s",
-                    c.kind,
-                    c.value,
+        cursor = conn.cursor()
+        if new_profiles:
+            await cursor.executemany(Q["insert_customer"], new_profiles)
+        for merge in resolver.merges:
+            log.info("merging customer %s into %s", merge.loser, merge.winner)
+            await cursor.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
+            await cursor.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
+            await cursor.execute(
+                Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser)
+            )
+        if changed:
+            await cursor.executemany(Q["update_customer"], changed)
+        if resolver.new_identifiers:
+            await cursor.executemany(
+                Q["insert_identifier"],
+                [(account_id, k, v, u, ms) for k, v, u, ms in resolver.new_identifiers],
+            )
+        for c in resolver.conflicts:
+            log.warning(
+                "identity conflict on %s %r: event %s kept on %s, not merged with %s",
+                c.kind,
+                c.value,
+                c.event_uuid,
+                c.customer_uuid,
+                c.other_uuid,
+            )
+            await cursor.execute(
+                Q["insert_conflict"],
+                (
+                    account_id,
+                    c.received_ms,
                     c.event_uuid,
                     c.customer_uuid,
                     c.other_uuid,
-                )
-                await cursor.execute(
-                    Q["insert_conflict"],
-                    (
-                        account_id,
-                        c.received_ms,
-                        c.event_uuid,
-                        c.customer_uuid,
-                        c.other_uuid,
-                        c.kind,
-                        c.value,
-                    ),
-                )
+                    c.kind,
+                    c.value,
+                ),
+            )
 
     # -- accounts and keys ---------------------------------------------------------------
 
