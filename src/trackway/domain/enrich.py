@@ -44,6 +44,13 @@ def browser_fields(user_agent: str | None) -> tuple[str | None, str | None, str 
     )
 
 
+def warm_up() -> None:
+    """Load the user-agent parser's rules now, not on the first timeline read."""
+    browser_fields(
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0"
+    )
+
+
 def timeline_document(
     body: dict[str, Any],
     *,

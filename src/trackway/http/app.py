@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from trackway.domain import enrich
 from trackway.domain.errors import TrackwayError
 from trackway.http.errors import RequestTooLarge, error_response, internal_error, json_body
 from trackway.http.ingest import IngestEndpoints
@@ -66,6 +68,7 @@ def create_app(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await trackway.store.open()
+        await asyncio.to_thread(enrich.warm_up)
         try:
             yield
         finally:
