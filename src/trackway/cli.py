@@ -78,6 +78,14 @@ def main() -> None:
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @click.option(
+    "--max-bulk-events",
+    envvar="TRACKWAY_MAX_BULK_EVENTS",
+    default=DEFAULTS.max_bulk_events,
+    type=click.IntRange(1),
+    show_default=True,
+    help="Events one bulk call may carry; more is answered 413.",
+)
+@click.option(
     "--show-events-per-hour",
     envvar="TRACKWAY_SHOW_EVENTS_PER_HOUR",
     default=DEFAULTS.show_events_per_hour,

@@ -35,6 +35,13 @@ _NOT_PROFILE_ATTRIBUTES = frozenset(
         "verification_key",
         "event_signature",
         "sent_at",
+        # The request's context: where the event came from, not who the customer is.
+        "user_agent",
+        "ip",
+        "url",
+        "referrer",
+        "site",
+        "session_uuid",
     }
 )
 

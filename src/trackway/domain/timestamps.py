@@ -10,7 +10,8 @@ from typing import Any
 
 _ISO_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",
+    re.ASCII,  # \d must not match other scripts' digits (fullwidth ones, say)
 )
 # Epoch seconds accepted as numbers: 1970-01-01 up to the end of year 9999.
 _MAX_EPOCH = 253402300799
