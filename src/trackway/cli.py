@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,6 +15,7 @@ import click
 
 from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
 from trackway.domain.keys import KEY_KINDS, hash_key, new_key
+from trackway.logs import logging_config
 from trackway.settings import Settings
 from trackway.store import Store, open_store
 
@@ -93,6 +96,21 @@ def main() -> None:
     show_default=True,
     help="Calls of show_events per account and hour, shared by all workers.",
 )
+@click.option(
+    "--log-format",
+    envvar="TRACKWAY_LOG_FORMAT",
+    default=DEFAULTS.log_format,
+    type=click.Choice(["text", "json"]),
+    show_default=True,
+    help="json: one JSON object a line.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    envvar="TRACKWAY_ACCESS_LOG",
+    default=DEFAULTS.access_log,
+    show_default=True,
+    help="One log line per request.",
+)
 def serve(**options: Any) -> None:
     """Run the HTTP API."""
     import uvicorn
@@ -108,6 +126,9 @@ def serve(**options: Any) -> None:
         raise click.ClickException(str(exc)) from None
     # Every worker process builds its app from the environment: hand the settings down.
     os.environ.update(settings.to_env())
+    # Each worker writes its metrics here; /metrics in any worker sums them all.
+    metrics_dir = tempfile.mkdtemp(prefix="trackway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     uvicorn.run(
         "trackway.http.app:app_from_env",
         factory=True,
@@ -120,7 +141,9 @@ def serve(**options: Any) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        log_config=logging_config(settings.log_level, settings.log_format),
     )
+    shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.group()

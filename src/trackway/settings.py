@@ -20,6 +20,10 @@ class Settings:
     # Largest request body accepted, in bytes; larger ones get 413 without being read.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
+    # "text" or "json" (one JSON object a line).
+    log_format: str = "text"
+    # One log line per request (method, path, status, duration, request id).
+    access_log: bool = False
     # Events one POST /api/v1/bulkevents may carry; more is answered 413.
     max_bulk_events: int = 100
     # Calls of GET /api/v1/customer_search/show_events per account and hour (the seed's 10).
@@ -57,6 +61,8 @@ def env_name(field_name: str) -> str:
 
 
 def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    if type_name in ("bool", bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if type_name in ("int", int):
         try:
             return int(raw)

@@ -176,10 +176,11 @@ class AsyncClient:
     # --- the sender task -----------------------------------------------------------------
 
     async def _run(self) -> None:
+        batch: list[bytes] = []
         try:
             while True:
-                batch = await self._next_batch()
-                if batch is None:
+                batch = await self._next_batch() or []
+                if not batch:
                     return
                 try:
                     if self._abort.is_set():
@@ -193,11 +194,15 @@ class AsyncClient:
                     self._settled += len(batch)
                     async with self._progress:
                         self._progress.notify_all()
+                batch = []
         except asyncio.CancelledError:
             # The loop is going away under us: say what is lost rather than lose it quietly.
-            if self._queue:
-                log_give_up(decode_events(self._queue), asyncio.CancelledError())
-                self.failed += len(self._queue)
+            lost = [*batch, *self._queue]
+            if lost:
+                self.failed += len(lost)
+                log_give_up(decode_events(lost), asyncio.CancelledError())
+            self._settled += len(self._queue)
+            self._queue.clear()
             raise
 
     async def _next_batch(self) -> list[bytes] | None:

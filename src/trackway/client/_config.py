@@ -7,7 +7,7 @@ import base64
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx
 
@@ -18,7 +18,7 @@ log = logging.getLogger("trackway.client")
 
 USER_AGENT = "trackway-python"
 
-OnError = Callable[[list[dict[str, Any]], "httpx.Response | BaseException"], Any]
+OnError = Callable[[list[dict[str, Any]], httpx.Response | BaseException], Any]
 OnFull = Literal["raise", "drop"]
 
 
@@ -80,7 +80,7 @@ def make_config(
         max_queue=max_queue,
         timeout=timeout,
         policy=RetryPolicy(max_retries, backoff_base, backoff_max),
-        on_full=on_full,  # type: ignore[arg-type]
+        on_full=cast(OnFull, on_full),
     )
 
 
@@ -91,7 +91,16 @@ def describe(reason: httpx.Response | BaseException) -> str:
 
 
 def log_give_up(events: list[dict[str, Any]], reason: httpx.Response | BaseException) -> None:
-    log.warning("gave up on %d event(s) (%s)", len(events), describe(reason))
+    # The uuids let an operator find the events again (and resending them is safe).
+    uuids = ", ".join(str(e.get("event_uuid")) for e in events[:5])
+    more = f" and {len(events) - 5} more" if len(events) > 5 else ""
+    log.warning(
+        "gave up on %d event(s) (%s); event_uuid %s%s",
+        len(events),
+        describe(reason),
+        uuids,
+        more,
+    )
 
 
 def log_drop(dropped: int, max_queue: int) -> None:

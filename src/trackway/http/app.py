@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from trackway import metrics
 from trackway.domain import enrich
 from trackway.domain.errors import TrackwayError
 from trackway.http.errors import RequestTooLarge, error_response, internal_error, json_body
 from trackway.http.ingest import IngestEndpoints
+from trackway.http.middleware import RequestContext
 from trackway.http.routes import customers, events, web
 from trackway.service import Trackway
 from trackway.settings import Settings
@@ -56,6 +58,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def metrics_page(request: Request) -> Response:
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
 async def healthz(request: Request) -> Response:
     trackway: Trackway = request.app.state.trackway
     await trackway.store.ping()
@@ -77,6 +84,7 @@ def create_app(settings: Settings) -> Any:
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
             *customers.routes,
             *events.routes,
             *web.routes,
@@ -90,7 +98,7 @@ def create_app(settings: Settings) -> Any:
         lifespan=lifespan,
     )
     app.state.trackway = trackway
-    return IngestEndpoints(trackway, app)
+    return RequestContext(IngestEndpoints(trackway, app), log_requests=settings.access_log)
 
 
 def app_from_env() -> Any:

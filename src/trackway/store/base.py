@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from trackway import metrics
 from trackway.domain.batch import AccountPlan, Entry
 from trackway.domain.errors import EventRejected
 from trackway.domain.events import AcceptedEvent
@@ -157,6 +158,7 @@ class Store(Protocol):
 class _HasEvents(Protocol):
     account_id: int
     events: Sequence[AcceptedEvent]
+    rejections: Sequence[Rejection]
 
 
 def entries_by_account(jobs: Sequence[_HasEvents]) -> dict[int, list[Entry]]:
@@ -179,3 +181,19 @@ def count_outcomes(
             results[j].stored += 1
     for j, _, _ in plan.duplicates:
         results[j].duplicates += 1
+
+
+def observe_batch(
+    jobs: Sequence[_HasEvents], results: Sequence[IngestResult], seconds: float
+) -> None:
+    """Metrics of one committed group: its size and duration, events stored, duplicates and
+    rejections by error type."""
+    stored = sum(r.stored for r in results)
+    duplicates = sum(r.duplicates for r in results)
+    metrics.observe_commit(sum(len(j.events) for j in jobs), stored, duplicates, seconds)
+    for job in jobs:
+        for rejection in job.rejections:
+            metrics.count_rejected(rejection.error_type)
+    for result in results:
+        for _, rejected in result.rejected:
+            metrics.count_rejected(rejected.error_type)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -38,6 +39,7 @@ from trackway.store.base import (
     StoredEvent,
     count_outcomes,
     entries_by_account,
+    observe_batch,
 )
 from trackway.store.queries import load_queries, migration_files
 
@@ -245,8 +247,10 @@ class PostgresStore:
         try:
             months = {_month_start(e.timestamp_ms) for job in jobs for e in job.events}
             await self._ensure_partitions(sorted(months))
+            started = time.perf_counter()
             async with self._connection() as conn:
                 results = await self._write_ingest(conn, jobs)
+            observe_batch(jobs, results, time.perf_counter() - started)
         except BaseException as exc:
             if not isinstance(exc, StoreUnavailable | asyncio.CancelledError):
                 log.exception("group commit failed")

@@ -15,6 +15,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,7 +26,13 @@ from trackway.domain.batch import AccountPlan, Lookups, LookupsNeeded, lookups_n
 from trackway.domain.errors import StoreUnavailable
 from trackway.domain.events import AcceptedEvent, new_event_uuid
 from trackway.domain.identity import Profile
-from trackway.store.base import IngestResult, Rejection, count_outcomes, entries_by_account
+from trackway.store.base import (
+    IngestResult,
+    Rejection,
+    count_outcomes,
+    entries_by_account,
+    observe_batch,
+)
 from trackway.store.queries import load_queries
 
 if TYPE_CHECKING:
@@ -145,7 +152,9 @@ class Writer(threading.Thread):
         ingests = [job for job in batch if job.call is None]
         if ingests:
             try:
+                started = time.perf_counter()
                 results = self._commit(self._write_ingest, ingests)
+                observe_batch(ingests, results, time.perf_counter() - started)
                 for job, result in zip(ingests, results, strict=True):
                     outcomes.setdefault(job.loop, []).append((job.future, result, None))
             except BaseException as exc:

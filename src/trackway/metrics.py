@@ -1,0 +1,76 @@
+"""Prometheus metrics, counted in every worker process and exposed together at /metrics.
+
+With several workers, `trackway serve` points PROMETHEUS_MULTIPROC_DIR at a fresh directory
+before the workers start, so that each process writes its samples there and /metrics sums
+them (prometheus-client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "trackway_http_requests", "HTTP requests answered, by route and status.",
+    ["route", "method", "status"],
+)  # fmt: skip
+EVENTS_ACCEPTED = Counter("trackway_events_accepted", "Events stored (duplicates not counted).")
+EVENTS_DUPLICATE = Counter("trackway_events_duplicate", "Events answered as already stored.")
+EVENTS_REJECTED = Counter(
+    "trackway_events_rejected", "Events rejected, by error type.", ["error_type"]
+)
+COMMIT_EVENTS = Histogram(
+    "trackway_group_commit_events", "Events written per group commit.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 20000),
+)  # fmt: skip
+COMMIT_SECONDS = Histogram(
+    "trackway_group_commit_seconds", "Duration of one group commit, lookups to fsync.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+)  # fmt: skip
+
+
+@lru_cache(maxsize=1024)
+def _request_counter(route: str, method: str, status: int) -> Counter:
+    return REQUESTS.labels(route, method, str(status))
+
+
+def count_request(route: str, method: str, status: int) -> None:
+    _request_counter(route, method, status).inc()
+
+
+@lru_cache(maxsize=64)
+def _rejected_counter(error_type: str) -> Counter:
+    return EVENTS_REJECTED.labels(error_type)
+
+
+def count_rejected(error_type: str, n: int = 1) -> None:
+    _rejected_counter(error_type).inc(n)
+
+
+def observe_commit(events: int, stored: int, duplicates: int, seconds: float) -> None:
+    COMMIT_EVENTS.observe(events)
+    COMMIT_SECONDS.observe(seconds)
+    if stored:
+        EVENTS_ACCEPTED.inc(stored)
+    if duplicates:
+        EVENTS_DUPLICATE.inc(duplicates)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text of /metrics: every process's samples when in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
