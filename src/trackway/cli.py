@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 import click
 
-from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
+from trackway.domain.errors import AccountExists, AccountNotFound, NotFound, StoreUnavailable
 from trackway.domain.keys import KEY_KINDS, hash_key, new_key
 from trackway.logs import logging_config
+from trackway.service import Trackway
 from trackway.settings import Settings
 from trackway.store import Store, open_store
 
@@ -260,6 +261,50 @@ def keys_rotate(account: str, kind: str, database_url: str, as_json: bool) -> No
         click.echo(json.dumps({"account_uuid": account_uuid, f"{kind}_api_key": key}))
     else:
         click.echo(f"new {kind} API key of {account}: {key}")
+
+
+@main.group()
+def customers() -> None:
+    """Delete customers (privacy requests)."""
+
+
+@customers.command("delete")
+@click.option("--account", required=True, help="Account name or uuid.")
+@click.option("--uuid", "customer_uuid", help="The customer's uuid.")
+@click.option("--email", help="The customer's email.")
+@click.option("--customer-id", help="The customer's customer_id.")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def customers_delete(
+    account: str,
+    customer_uuid: str | None,
+    email: str | None,
+    customer_id: str | None,
+    database_url: str,
+    as_json: bool,
+) -> None:
+    """Delete one customer with its identifiers and events; daily counts stay."""
+    given = [v for v in (customer_uuid, email, customer_id) if v]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --uuid, --email, --customer-id")
+
+    async def delete(store: Store) -> dict[str, Any]:
+        found = await store.find_account(account)
+        trackway = Trackway(store, Settings(database_url=database_url))
+        uuid = customer_uuid
+        if uuid is None:
+            kind = "email" if email else "customer_id"
+            uuid = (await trackway.find_customer(found, {kind: email or customer_id}))["uuid"]
+        return await trackway.delete_customer(found, uuid)
+
+    try:
+        answer = with_store(database_url, delete)
+    except NotFound:
+        raise click.ClickException("no such customer") from None
+    if as_json:
+        click.echo(json.dumps(answer))
+    else:
+        click.echo(f"deleted customer {answer['uuid']} and {answer['events_deleted']} events")
 
 
 @main.group()

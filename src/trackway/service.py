@@ -194,6 +194,14 @@ class Trackway:
             raise NotFound("Customer not found")
         return customer_document(customer)
 
+    async def delete_customer(self, account: Account, uuid: str) -> dict[str, Any]:
+        """Privacy deletion: the customer, its identifiers and events go; rollup counts stay;
+        later events with the same identifiers make a new customer."""
+        deleted = await self.store.delete_customer(account, uuid.strip().lower())
+        if deleted is None:
+            raise NotFound("Customer not found")
+        return {"status": "ok", "uuid": uuid.strip().lower(), "events_deleted": deleted}
+
     async def customer_timeline(self, account: Account, params: dict[str, Any]) -> list[Any]:
         """show_events: the latest `limit` events of a customer in range, oldest first;
         `show_events_per_hour` calls an hour per account, counted in the store."""

@@ -240,3 +240,26 @@ def test_rate_windows_and_event_names(store_run: Any) -> None:
         assert (entry["display_name"], entry["archived"]) == ("Sign-up", True)
 
     store_run(work)
+
+
+def test_delete_customer(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event(cookie="gone", event="view")])
+        await store.ingest(account, [event(cookie="gone", email="g@x.io", event="identify")])
+        await store.ingest(account, [event(cookie="stays", event="view")])
+        customer = await store.customer_by_identifier(account, "email", "g@x.io")
+        assert customer is not None
+        assert await store.delete_customer(account, customer.uuid) == 2
+        assert await store.customer_by_uuid(account, customer.uuid) is None
+        assert await store.customer_by_identifier(account, "cookie", "gone") is None
+        assert await store.count_events(account) == 1
+        assert await store.delete_customer(account, customer.uuid) is None
+        day_counts = await store.daily_event_counts(account, "1970-01-01", "9999-12-31")
+        assert sum(n for _, _, n in day_counts) == 3  # the rollups keep their counts
+        # The same identifiers later make a new customer.
+        await store.ingest(account, [event(cookie="gone", event="view")])
+        again = await store.customer_by_identifier(account, "cookie", "gone")
+        assert again is not None and again.uuid != customer.uuid
+
+    store_run(work)

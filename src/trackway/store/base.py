@@ -146,6 +146,11 @@ class Store(Protocol):
     async def customer_by_uuid(self, account: Account, uuid: str) -> CustomerRecord | None:
         """The customer, or the one it was merged into."""
 
+    async def delete_customer(self, account: Account, uuid: str) -> int | None:
+        """Delete a live customer, the profiles merged into it, its identifiers and its events
+        (the daily rollups keep their counts); the number of events deleted, or None when the
+        account has no such customer."""
+
     async def customer_events(
         self, account: Account, user_uuid: str, start_ms: int, end_ms: int, limit: int
     ) -> list[StoredEvent]:

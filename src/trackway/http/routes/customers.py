@@ -21,6 +21,12 @@ async def customer_by_uuid(request: Request) -> Response:
     return json_response({"customer": customer})
 
 
+async def delete_customer(request: Request) -> Response:
+    account = await user_account(request)
+    answer = await trackway_of(request).delete_customer(account, request.path_params["uuid"])
+    return json_response(answer)
+
+
 async def show_events(request: Request) -> Response:
     account = await user_account(request)
     events = await trackway_of(request).customer_timeline(account, await parameters(request))
@@ -30,5 +36,6 @@ async def show_events(request: Request) -> Response:
 routes = [
     Route("/api/v1/customers", find_customer, methods=["GET"]),
     Route("/api/v1/customers/{uuid}", customer_by_uuid, methods=["GET"]),
+    Route("/api/v1/customers/{uuid}", delete_customer, methods=["DELETE"]),
     Route("/api/v1/customer_search/show_events", show_events, methods=["GET"]),
 ]

@@ -171,3 +171,17 @@ WHERE p.relname = 'events'
 
 -- name: set_verification_secret
 UPDATE accounts SET verification_secret = %s WHERE id = %s
+
+-- name: delete_customer_events
+DELETE FROM events WHERE account_id = %s AND user_uuid IN (
+    SELECT uuid FROM customers WHERE account_id = %s AND (uuid = %s OR merged_into = %s))
+
+-- name: delete_customer_identifiers
+DELETE FROM identifiers WHERE account_id = %s AND customer_uuid = %s
+
+-- name: delete_customer_conflicts
+DELETE FROM identity_conflicts
+WHERE account_id = %s AND (customer_uuid = %s OR other_uuid = %s)
+
+-- name: delete_customer
+DELETE FROM customers WHERE account_id = %s AND (uuid = %s OR merged_into = %s)

@@ -620,6 +620,22 @@ class PostgresStore:
     async def customer_by_uuid(self, account: Account, uuid: str) -> CustomerRecord | None:
         return await self._transaction(lambda conn: _customer(conn, account.id, uuid))
 
+    async def delete_customer(self, account: Account, uuid: str) -> int | None:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> int | None:
+            # The writer's lock: no group commit of this account resolves identities meanwhile.
+            await conn.execute(Q["lock_account"], (account.id,))
+            customer = await _customer(conn, account.id, uuid)
+            if customer is None:
+                return None
+            live, a = customer.uuid, account.id
+            deleted = await conn.execute(Q["delete_customer_events"], (a, a, live, live))
+            await conn.execute(Q["delete_customer_identifiers"], (a, live))
+            await conn.execute(Q["delete_customer_conflicts"], (a, live, live))
+            await conn.execute(Q["delete_customer"], (a, live, live))
+            return deleted.rowcount
+
+        return await self._transaction(work)
+
     async def customer_events(
         self, account: Account, user_uuid: str, start_ms: int, end_ms: int, limit: int
     ) -> list[StoredEvent]:

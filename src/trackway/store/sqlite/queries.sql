@@ -142,3 +142,17 @@ UPDATE event_names SET archived = ? WHERE account_id = ? AND name = ?
 
 -- name: set_verification_secret
 UPDATE accounts SET verification_secret = ? WHERE id = ?
+
+-- name: delete_customer_events
+DELETE FROM events WHERE account_id = ? AND user_uuid IN (
+    SELECT uuid FROM customers WHERE account_id = ? AND (uuid = ? OR merged_into = ?))
+
+-- name: delete_customer_identifiers
+DELETE FROM identifiers WHERE account_id = ? AND customer_uuid = ?
+
+-- name: delete_customer_conflicts
+DELETE FROM identity_conflicts
+WHERE account_id = ? AND (customer_uuid = ? OR other_uuid = ?)
+
+-- name: delete_customer
+DELETE FROM customers WHERE account_id = ? AND (uuid = ? OR merged_into = ?)

@@ -339,6 +339,12 @@ class SQLiteStore:
     async def customer_by_uuid(self, account: Account, uuid: str) -> CustomerRecord | None:
         return await self._read(lambda conn: _customer(conn, account.id, uuid))
 
+    async def delete_customer(self, account: Account, uuid: str) -> int | None:
+        def write(conn: sqlite3.Connection) -> int | None:
+            return delete_customer_rows(conn, account.id, uuid)
+
+        return await self._write(write)
+
     async def customer_events(
         self, account: Account, user_uuid: str, start_ms: int, end_ms: int, limit: int
     ) -> list[StoredEvent]:
@@ -350,6 +356,18 @@ class SQLiteStore:
         params = (account.id, event, limit)
         rows = await self._read(lambda conn: conn.execute(Q["latest_events"], params).fetchall())
         return [StoredEvent(_decode(body), *rest) for body, *rest in rows]
+
+
+def delete_customer_rows(conn: sqlite3.Connection, account_id: int, uuid: str) -> int | None:
+    customer = _customer(conn, account_id, uuid)
+    if customer is None:
+        return None
+    live = customer.uuid
+    deleted = conn.execute(Q["delete_customer_events"], (account_id, account_id, live, live))
+    conn.execute(Q["delete_customer_identifiers"], (account_id, live))
+    conn.execute(Q["delete_customer_conflicts"], (account_id, live, live))
+    conn.execute(Q["delete_customer"], (account_id, live, live))
+    return deleted.rowcount
 
 
 def _customer(conn: sqlite3.Connection, account_id: int, uuid: str) -> CustomerRecord | None:
