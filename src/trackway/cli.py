@@ -98,6 +98,14 @@ def main() -> None:
     help="Calls of show_events per account and hour, shared by all workers.",
 )
 @click.option(
+    "--ingest-rate-limit",
+    envvar="TRACKWAY_INGEST_RATE_LIMIT",
+    default=DEFAULTS.ingest_rate_limit,
+    type=click.IntRange(0),
+    show_default=True,
+    help="Events a second per account (0: none); over it 429 with Retry-After.",
+)
+@click.option(
     "--log-format",
     envvar="TRACKWAY_LOG_FORMAT",
     default=DEFAULTS.log_format,

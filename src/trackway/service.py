@@ -28,6 +28,7 @@ from trackway.domain.events import (
 )
 from trackway.domain.identity import email_hash
 from trackway.domain.keys import hash_key
+from trackway.domain.ratelimit import TokenBuckets, retry_after_seconds
 from trackway.domain.timestamps import format_ms, now_ms
 from trackway.settings import Settings
 from trackway.store.base import (
@@ -66,6 +67,15 @@ class Trackway:
         self.store = store
         self.settings = settings
         self._credentials: dict[str, tuple[float, Credential | None]] = {}
+        limit = settings.ingest_rate_limit
+        # Each worker process holds its share of the limit: no shared state on the hot path.
+        self._ingest_rate = TokenBuckets(limit / settings.workers) if limit > 0 else None
+
+    def check_ingest_rate(self, account: Account, events: int) -> None:
+        if self._ingest_rate is not None:
+            wait = self._ingest_rate.take(account.id, events)
+            if wait:
+                raise RateLimited(retry_after_seconds(wait))
 
     async def credential_for_key(self, key: str) -> Credential | None:
         """The account and kind a key opens, or None; cached briefly (negatives too, so that
@@ -87,6 +97,7 @@ class Trackway:
     async def ingest_event(self, account: Account, raw: bytes) -> IngestResult:
         """Validate one event body and store it durably; a rejection is logged and counted,
         then raised as EventRejected."""
+        self.check_ingest_rate(account, 1)
         received = now_ms()
         try:
             event = decode_event_body(raw, received, account.verification_secret)
@@ -104,6 +115,11 @@ class Trackway:
         """GET /unity.gif: one event from the pixel's parameters; the browser gets its GIF
         whatever happens, so a rejection is only logged and counted."""
         received = now_ms()
+        try:
+            self.check_ingest_rate(account, 1)
+        except RateLimited:
+            log.info("pixel event of account %s dropped: over the ingest rate limit", account.name)
+            return
         try:
             event = validate_event(body, received, account.verification_secret)
         except EventRejected as rejected:
@@ -133,6 +149,7 @@ class Trackway:
             raise rejected
         if len(items) > self.settings.max_bulk_events:
             raise TooManyEvents(self.settings.max_bulk_events)
+        self.check_ingest_rate(account, len(items))
         accepted: list[AcceptedEvent] = []
         positions: list[int] = []
         errors: list[BulkError] = []

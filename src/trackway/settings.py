@@ -20,6 +20,8 @@ class Settings:
     # Largest request body accepted, in bytes; larger ones get 413 without being read.
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
+    # Events a second per account (0: no limit), split evenly over the worker processes.
+    ingest_rate_limit: int = 0
     # "text" or "json" (one JSON object a line).
     log_format: str = "text"
     # One log line per request (method, path, status, duration, request id).

@@ -159,6 +159,14 @@ class Store(Protocol):
     async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
         """The latest `limit` events of that name, newest first."""
 
+    async def events_page(
+        self, account: Account, event: str, after: tuple[int, int], before_ms: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        """One keyset page of the events of that name, oldest first: up to `limit` events whose
+        (timestamp_ms, id) comes after `after` and whose timestamp_ms is before `before_ms`, as
+        (timestamp_ms, id, stored body as JSON). Read from the (account, event, timestamp)
+        index, so paging through all of them costs one index range per page."""
+
 
 class _HasEvents(Protocol):
     account_id: int

@@ -163,6 +163,14 @@ SELECT body, user_uuid, received_ms, timestamp_ms FROM events
 WHERE account_id = %s AND event = %s
 ORDER BY timestamp_ms DESC, id DESC LIMIT %s
 
+-- name: events_page
+-- A keyset page for export, from the (account_id, event, timestamp_ms) index of the partitions
+-- in range, taken in order; ties on timestamp_ms are sorted by id a few rows at a time.
+SELECT timestamp_ms, id, body::text FROM events
+WHERE account_id = %s AND event = %s AND timestamp_ms >= %s AND timestamp_ms < %s
+    AND (timestamp_ms > %s OR id > %s)
+ORDER BY timestamp_ms, id LIMIT %s
+
 -- name: event_partitions
 SELECT c.relname FROM pg_inherits AS i
 JOIN pg_class AS c ON c.oid = i.inhrelid

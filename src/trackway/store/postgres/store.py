@@ -648,6 +648,15 @@ class PostgresStore:
         rows = await self._fetch(Q["latest_events"], (account.id, event, limit))
         return [StoredEvent(*row) for row in rows]
 
+    async def events_page(
+        self, account: Account, event: str, after: tuple[int, int], before_ms: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        after_ms, after_id = after
+        rows = await self._fetch(
+            Q["events_page"], (account.id, event, after_ms, before_ms, after_ms, after_id, limit)
+        )
+        return [(ts, i, body.encode()) for ts, i, body in rows]
+
 
 async def _customer(
     conn: psycopg.AsyncConnection[Any], account_id: int, uuid: str

@@ -134,6 +134,14 @@ SELECT body, user_uuid, received_ms, timestamp_ms FROM events
 WHERE account_id = ? AND event = ?
 ORDER BY timestamp_ms DESC, id DESC LIMIT ?
 
+-- name: events_page
+-- A keyset page for export, from the (account_id, event, timestamp_ms) index; its implicit
+-- rowid keeps (timestamp_ms, id) in index order, so there is no sort.
+SELECT timestamp_ms, id, body FROM events
+WHERE account_id = ? AND event = ? AND timestamp_ms >= ? AND timestamp_ms < ?
+    AND (timestamp_ms > ? OR id > ?)
+ORDER BY timestamp_ms, id LIMIT ?
+
 -- name: rename_event
 UPDATE event_names SET display_name = ? WHERE account_id = ? AND name = ?
 
