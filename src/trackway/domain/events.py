@@ -263,6 +263,9 @@ def validate_event(
             timestamp, timestamp_ms = "", 0
         else:
             timestamp, timestamp_ms = parsed
+            timestamp, timestamp_ms = _correct_clock_skew(
+                body.get("sent_at"), timestamp, timestamp_ms, received_ms, reject
+            )
 
     for name in _STRING_FIELDS:
         value = body.get(name)
@@ -376,6 +379,26 @@ def new_event_uuid() -> str:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return str(uuid.UUID(int=value))
+
+
+def _correct_clock_skew(
+    sent_at: Any, timestamp: str, timestamp_ms: int, received_ms: int, reject: Any
+) -> tuple[str, int]:
+    """A client that says when it sent the event (`sent_at`, by its own clock) gets its
+    timestamp moved by the difference between its clock and ours."""
+    if sent_at is None or sent_at == "":
+        return timestamp, timestamp_ms
+    parsed = parse_timestamp(sent_at)
+    if parsed is None:
+        reject(
+            "sent_at", "is not a valid ISO 8601 timestamp or Unix time", "invalid_event_attributes"
+        )
+        return timestamp, timestamp_ms
+    skew = received_ms - parsed[1]
+    if skew == 0:
+        return timestamp, timestamp_ms
+    corrected = max(0, timestamp_ms + skew)
+    return format_ms(corrected), corrected
 
 
 def _check_signature(body: dict[str, Any], secret: str, reject: Any) -> None:
