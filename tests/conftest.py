@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,10 +253,39 @@ def client(server: Server) -> Iterator[httpx.Client]:
         yield c
 
 
+class AccountSupply:
+    """Fresh accounts, each made by its own `trackway accounts create` run, a few made ahead on
+    two threads so that tests do not wait for the CLI to start. Each is handed out once."""
+
+    def __init__(self, db_path: Path, ahead: int = 4) -> None:
+        self.db_path = db_path
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="accounts")
+        self.ready: deque[Future[Account]] = deque(
+            self.pool.submit(create_account, db_path) for _ in range(ahead)
+        )
+
+    def take(self) -> Account:
+        future = self.ready.popleft()
+        self.ready.append(self.pool.submit(create_account, self.db_path))
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def account_supply(server: Server) -> Iterator[AccountSupply]:
+    supply = AccountSupply(server.db_path)
+    try:
+        yield supply
+    finally:
+        supply.close()
+
+
 @pytest.fixture
-def account(server: Server) -> Account:
+def account(account_supply: AccountSupply) -> Account:
     """A fresh account (own uuid and keys) on the shared server's database, per test."""
-    return create_account(server.db_path)
+    return account_supply.take()
 
 
 @pytest.fixture
