@@ -357,6 +357,14 @@ class SQLiteStore:
         rows = await self._read(lambda conn: conn.execute(Q["latest_events"], params).fetchall())
         return [StoredEvent(_decode(body), *rest) for body, *rest in rows]
 
+    async def events_page(
+        self, account: Account, event: str, after: tuple[int, int], before_ms: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        after_ms, after_id = after
+        params = (account.id, event, after_ms, before_ms, after_ms, after_id, limit)
+        rows = await self._read(lambda conn: conn.execute(Q["events_page"], params).fetchall())
+        return [(ts, i, bytes(body)) for ts, i, body in rows]
+
 
 def delete_customer_rows(conn: sqlite3.Connection, account_id: int, uuid: str) -> int | None:
     customer = _customer(conn, account_id, uuid)
@@ -368,14 +376,6 @@ def delete_customer_rows(conn: sqlite3.Connection, account_id: int, uuid: str) -
     conn.execute(Q["delete_customer_conflicts"], (account_id, live, live))
     conn.execute(Q["delete_customer"], (account_id, live, live))
     return deleted.rowcount
-
-    async def events_page(
-        self, account: Account, event: str, after: tuple[int, int], before_ms: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        after_ms, after_id = after
-        params = (account.id, event, after_ms, before_ms, after_ms, after_id, limit)
-        rows = await self._read(lambda conn: conn.execute(Q["events_page"], params).fetchall())
-        return [(ts, i, bytes(body)) for ts, i, body in rows]
 
 
 def _customer(conn: sqlite3.Connection, account_id: int, uuid: str) -> CustomerRecord | None:
