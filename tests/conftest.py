@@ -1,5 +1,10 @@
-"""Shared fixtures: a real `trackway serve` process on a real SQLite file, accounts made with the
-real CLI, and read-only looks into the database file. No mocks anywhere."""
+"""Shared fixtures: a real `trackway serve` process on a real database, accounts made with the
+real CLI, and read-only looks into the database. No mocks anywhere.
+
+The shared `server` runs once on a SQLite file and once on PostgreSQL (a fresh database on the
+server TRACKWAY_TEST_POSTGRES_URL names), so every test that uses it runs on both backends.
+Without that variable the PostgreSQL half is skipped, except in CI (CI set), where it fails.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,37 @@ import httpx
 import pytest
 
 STARTUP_SECONDS = 20.0
+PG_URL = os.environ.get("TRACKWAY_TEST_POSTGRES_URL")
+
+# Where a test database lives: a SQLite file, or a postgresql:// URL.
+Target = Path | str
+
+
+def is_postgres(target: Target) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def database_url(target: Target) -> str:
+    return target if is_postgres(target) else sqlite_url(Path(target))
+
+
+def require_postgres() -> str:
+    """The test server's URL; skips (fails in CI) without one."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("TRACKWAY_TEST_POSTGRES_URL is not set: CI must run the PostgreSQL tests")
+        pytest.skip("TRACKWAY_TEST_POSTGRES_URL is not set (scripts/with-postgres sets it)")
+    return PG_URL
+
+
+def fresh_postgres_database(base_url: str) -> str:
+    """A new, empty database on the test server; its URL."""
+    import psycopg
+
+    name = "trackway_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base_url.rsplit("/", 1)[0] + "/" + name
 
 
 def trackway_command() -> list[str]:
@@ -80,9 +116,48 @@ def read_only(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
-def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-    """Rows of one query, on a fresh read-only connection (so it sees every commit so far)."""
-    conn = read_only(db_path)
+class Row(tuple):  # type: ignore[type-arg]
+    """A row by position or by column name, whichever the backend."""
+
+    names: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], names: dict[str, int]) -> Row:
+        row = super().__new__(cls, values)
+        row.names = names
+        return row
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _postgres_value(value: Any) -> Any:
+    # As SQLite hands them over: JSON as text, bytes as bytes.
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return value
+
+
+def query(target: Target, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Rows of one query, on a fresh connection (so it sees every commit so far). SQL is
+    written for SQLite (`?` placeholders); on PostgreSQL it is translated."""
+    if is_postgres(target):
+        import psycopg
+
+        pg_sql = sql.replace("?", "%s").replace("body LIKE", "body::text LIKE")
+        with psycopg.connect(str(target), autocommit=True) as conn:
+            cursor = conn.execute(pg_sql, tuple(params))
+            if cursor.description is None:
+                return []
+            names = {column.name: i for i, column in enumerate(cursor.description)}
+            return [Row([_postgres_value(v) for v in row], names) for row in cursor.fetchall()]
+    conn = read_only(Path(target))
     try:
         return conn.execute(sql, tuple(params)).fetchall()
     finally:
@@ -91,7 +166,7 @@ def query(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.R
 
 @dataclass
 class Account:
-    db_path: Path
+    db_path: Target
     name: str
     uuid: str
     event_key: str
@@ -144,9 +219,9 @@ class Account:
         return {r["name"]: r for r in rows}
 
 
-def create_account(db_path: Path, name: str | None = None) -> Account:
+def create_account(db_path: Target, name: str | None = None) -> Account:
     name = name or f"acct-{uuid.uuid4().hex[:12]}"
-    result = run_cli("accounts", "create", name, "--json", "--database", sqlite_url(db_path))
+    result = run_cli("accounts", "create", name, "--json", "--database", database_url(db_path))
     created = json.loads(result.stdout)
     rows = query(db_path, "SELECT id FROM accounts WHERE uuid = ?", [created["account_uuid"]])
     assert len(rows) == 1
@@ -163,7 +238,7 @@ def create_account(db_path: Path, name: str | None = None) -> Account:
 class Server:
     """A `trackway serve` subprocess on its own port, in its own process group."""
 
-    def __init__(self, db_path: Path, log_path: Path, *extra_args: str) -> None:
+    def __init__(self, db_path: Target, log_path: Path, *extra_args: str) -> None:
         self.db_path = db_path
         self.log_path = log_path
         self.extra_args = extra_args
@@ -176,7 +251,11 @@ class Server:
 
     @property
     def database_url(self) -> str:
-        return sqlite_url(self.db_path)
+        return database_url(self.db_path)
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if is_postgres(self.db_path) else "sqlite"
 
     def start(self) -> Server:
         self.port = free_port()
@@ -235,11 +314,17 @@ class Server:
             self.process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The shared server of the HTTP and CLI tests, on a fresh SQLite file."""
-    directory = tmp_path_factory.mktemp("server")
-    srv = Server(directory / "trackway.db", directory / "server.log")
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The shared server of the HTTP and CLI tests: on a fresh SQLite file, then on a fresh
+    PostgreSQL database."""
+    directory = tmp_path_factory.mktemp(f"server-{request.param}")
+    target: Target = directory / "trackway.db"
+    if request.param == "postgres":
+        target = fresh_postgres_database(require_postgres())
+    srv = Server(target, directory / "server.log")
     srv.start()
     try:
         yield srv
@@ -257,7 +342,7 @@ class AccountSupply:
     """Fresh accounts, each made by its own `trackway accounts create` run, a few made ahead on
     two threads so that tests do not wait for the CLI to start. Each is handed out once."""
 
-    def __init__(self, db_path: Path, ahead: int = 4) -> None:
+    def __init__(self, db_path: Target, ahead: int = 4) -> None:
         self.db_path = db_path
         self.pool = ThreadPoolExecutor(2, thread_name_prefix="accounts")
         self.ready: deque[Future[Account]] = deque(

@@ -8,14 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import Account, basic, create_account, run_cli, sqlite_url
+from conftest import Account, basic, create_account, database_url, run_cli
 
 SUMMARY_URL = "/api/v1/event/summary.json"
 RANGE = {"timestamp_start": "2024-02-01T00:00:00Z", "timestamp_end": "2024-02-02T23:59:59Z"}
 
 
 def events_cli(account: Account, *args: str, check: bool = True):
-    return run_cli("events", *args, "--database", sqlite_url(account.db_path), check=check)
+    return run_cli("events", *args, "--database", database_url(account.db_path), check=check)
 
 
 def summary(client, account: Account) -> dict[str, Any]:
