@@ -45,7 +45,7 @@ def pixel_body(
     referrer: str | None,
 ) -> dict[str, Any]:
     """The event body the pixel's parameters describe; the request's user agent, IP and
-    referrer fill `user_agent`, `ip` and `referrer` when the parameters do not."""
+    referrer fill `user_agent`, `ip` and `referrer` when the parameters do not carry them."""
     body: dict[str, Any] = {}
     bad_json: dict[str, list[str]] = {}
     for name, value in parameters:
@@ -66,7 +66,8 @@ def pixel_body(
     if bad_json:
         raise EventRejected("parsing_error", bad_json)
     for name, value in (("user_agent", user_agent), ("ip", ip), ("referrer", referrer)):
-        if value and not body.get(name):
+        # Present in the query, even empty (`r=`: the page had no referrer), the query wins.
+        if value and name not in body:
             body[name] = value
     return body
 

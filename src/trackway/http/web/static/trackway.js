@@ -9,6 +9,7 @@
   "use strict";
   var COOKIE = "_bs";
   var TWO_YEARS = 63072000;
+  var RESERVED = /^[xekurtz]$|_json$/;
   var script = document.currentScript;
   var base = script ? new URL(script.src, window.location.href).origin : "";
   var key = script ? script.getAttribute("data-key") : null;
@@ -62,10 +63,13 @@
     for (var name in attrs) {
       if (!Object.prototype.hasOwnProperty.call(attrs, name)) continue;
       var value = attrs[name];
-      if (typeof value === "string") {
+      // A string goes as NAME=value unless the pixel would read NAME as one of its own
+      // parameters (x e k u r t z) or as NAME_json; then, like any other value, as JSON.
+      if (typeof value === "string" && !RESERVED.test(name)) {
         params.push([name, value]);
-      } else if (value !== undefined) {
-        params.push([name + "_json", JSON.stringify(value)]);
+      } else {
+        var json = JSON.stringify(value);
+        if (json !== undefined) params.push([name + "_json", json]);
       }
     }
     var query = params.map(function (p) {
