@@ -153,9 +153,15 @@ def event_signature(verification_key: str, secret: str) -> str:
 
 
 def validate_event(
-    body: dict[str, Any], received_ms: int, verification_secret: str | None = None
+    body: dict[str, Any],
+    received_ms: int,
+    verification_secret: str | None = None,
+    *,
+    correct_clock_skew: bool = True,
 ) -> AcceptedEvent:
-    """Check every rule; collect all field errors, count the first broken rule's type."""
+    """Check every rule; collect all field errors, count the first broken rule's type.
+    `correct_clock_skew=False` (import of history: the event was sent long before we read
+    it) keeps the timestamp as given even when the event carries `sent_at`."""
     errors: dict[str, list[str]] = {}
     types: list[str] = []
 
@@ -264,7 +270,11 @@ def validate_event(
         else:
             timestamp, timestamp_ms = parsed
             timestamp, timestamp_ms = _correct_clock_skew(
-                body.get("sent_at"), timestamp, timestamp_ms, received_ms, reject
+                body.get("sent_at"),
+                timestamp,
+                timestamp_ms,
+                received_ms if correct_clock_skew else None,
+                reject,
             )
 
     for name in _STRING_FIELDS:
@@ -382,10 +392,11 @@ def new_event_uuid() -> str:
 
 
 def _correct_clock_skew(
-    sent_at: Any, timestamp: str, timestamp_ms: int, received_ms: int, reject: Any
+    sent_at: Any, timestamp: str, timestamp_ms: int, received_ms: int | None, reject: Any
 ) -> tuple[str, int]:
     """A client that says when it sent the event (`sent_at`, by its own clock) gets its
-    timestamp moved by the difference between its clock and ours."""
+    timestamp moved by the difference between its clock and ours (received_ms; None: only
+    check sent_at)."""
     if sent_at is None or sent_at == "":
         return timestamp, timestamp_ms
     parsed = parse_timestamp(sent_at)
@@ -393,6 +404,8 @@ def _correct_clock_skew(
         reject(
             "sent_at", "is not a valid ISO 8601 timestamp or Unix time", "invalid_event_attributes"
         )
+        return timestamp, timestamp_ms
+    if received_ms is None:
         return timestamp, timestamp_ms
     skew = received_ms - parsed[1]
     if skew == 0:
@@ -404,15 +417,21 @@ def _correct_clock_skew(
 def _check_signature(body: dict[str, Any], secret: str, reject: Any) -> None:
     key = body.get("verification_key")
     signature = body.get("event_signature")
-    if not isinstance(key, str) or not key:
-        reject("verification_key", BLANK, "event_verification_error")
     if not isinstance(signature, str) or not signature:
         reject("event_signature", BLANK, "event_verification_error")
-    elif isinstance(key, str) and key:
-        expected = event_signature(key, secret)
-        if not hmac.compare_digest(
-            expected.encode(), signature.strip().lower().encode("utf-8", "replace")
-        ):
+    if not isinstance(key, str) or not key:
+        reject("verification_key", BLANK, "event_verification_error")
+        if isinstance(signature, str) and signature:
+            reject(
+                "event_signature",
+                "cannot be checked without verification_key",
+                "event_verification_error",
+            )
+        return
+    if isinstance(signature, str) and signature:
+        expected = event_signature(key, secret).encode()
+        given = signature.strip().lower().encode("utf-8", "replace")
+        if not hmac.compare_digest(expected, given):
             reject(
                 "event_signature", "does not match the verification key", "event_verification_error"
             )

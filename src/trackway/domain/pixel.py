@@ -8,7 +8,7 @@ parameter is a string attribute, and `NAME_json` carries the JSON value of attri
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import msgspec
 
@@ -28,6 +28,11 @@ PIXEL_GIF = (
 def pixel_parameters(query_string: bytes) -> list[tuple[str, str]]:
     text = query_string[:MAX_QUERY].decode("utf-8", "replace")
     return parse_qsl(text, keep_blank_values=True, errors="replace")
+
+
+def logged_query(parameters: list[tuple[str, str]]) -> bytes:
+    """The query as the error log keeps it: without the key."""
+    return urlencode([(k, v) for k, v in parameters if k != "x"]).encode()
 
 
 def pixel_key(parameters: list[tuple[str, str]]) -> str | None:

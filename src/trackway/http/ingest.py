@@ -7,16 +7,24 @@ domain rules and error mapping as every other route, and all else falls through 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from trackway.domain.errors import EventRejected, StoreUnavailable, TrackwayError
-from trackway.domain.pixel import PIXEL_GIF, pixel_body, pixel_key, pixel_parameters
+from trackway.domain.pixel import (
+    PIXEL_GIF,
+    logged_query,
+    pixel_body,
+    pixel_key,
+    pixel_parameters,
+)
 from trackway.domain.timestamps import now_ms
 from trackway.http.auth import NotAuthorized, key_from_authorization
 from trackway.http.errors import (
     MethodNotAllowed,
+    RequestTimeout,
     RequestTooLarge,
     Response,
     error_response,
@@ -70,6 +78,28 @@ async def read_body(receive: Any, scope: dict[str, Any], limit: int) -> bytes | 
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def receive_in_time(receive: Any, seconds: float) -> Any:
+    """`receive` whose every wait for more of the request body is cut at `seconds` with
+    RequestTimeout: uvicorn has no body timeout, so a client that stops sending mid-body would
+    hold its connection and task forever. Once the body is complete, it passes through."""
+    body_complete = False
+
+    async def receive_body() -> Any:
+        nonlocal body_complete
+        if body_complete:
+            return await receive()
+        try:
+            async with asyncio.timeout(seconds):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimeout(seconds) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_complete = True
+        return message
+
+    return receive_body
+
+
 async def _send(send: Any, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     await send(
         {
@@ -93,6 +123,7 @@ class IngestEndpoints:
         self.trackway = trackway
         self.fallback = fallback
         self.max_body_bytes = trackway.settings.max_body_bytes
+        self.body_timeout = trackway.settings.body_timeout
         self.routes: dict[str, Handler] = {}
         for path, handler in (
             ("/api/v1/event", self.post_event),
@@ -105,6 +136,8 @@ class IngestEndpoints:
         if scope["type"] == "http" and scope["path"] == "/unity.gif":
             await self.serve_pixel(scope, send)
             return
+        if scope["type"] == "http":
+            receive = receive_in_time(receive, self.body_timeout)
         handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
         if handler is None:
             await self.fallback(scope, receive, send)
@@ -150,13 +183,13 @@ class IngestEndpoints:
                 referrer=headers.get(b"referer", b"").decode("latin-1") or None,
             )
         except EventRejected as rejected:
-            raw = scope.get("query_string", b"")
+            raw = logged_query(parameters)
             await self.trackway.log_rejections(
                 credential.account,
                 [Rejection(now_ms(), rejected.error_type, rejected.errors, raw)],
             )
             return
-        await self.trackway.ingest_pixel(credential.account, body, scope.get("query_string", b""))
+        await self.trackway.ingest_pixel(credential.account, body, logged_query(parameters))
 
     async def serve_pixel(self, scope: dict[str, Any], send: Any) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -166,7 +199,9 @@ class IngestEndpoints:
             await _send(send, status, payload, [*_JSON_HEADERS, *headers])
             return
         try:
-            await self.pixel(scope)
+            # HEAD (link checkers, prefetchers) answers like GET but records nothing.
+            if scope["method"] == "GET":
+                await self.pixel(scope)
         except StoreUnavailable as exc:
             log.warning("pixel event not stored: %s", exc)
         except Exception:
