@@ -30,6 +30,8 @@ class Settings:
     max_bulk_events: int = 100
     # Calls of GET /api/v1/customer_search/show_events per account and hour (the seed's 10).
     show_events_per_hour: int = 10
+    # Seconds a client may pause while sending a request body; then 408 and the connection closes.
+    body_timeout: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -48,6 +50,8 @@ class Settings:
     def check(self) -> None:
         if self.max_body_bytes < 1024:
             raise ValueError("max_body_bytes must be at least 1024")
+        if self.body_timeout < 1:
+            raise ValueError("body_timeout must be at least 1 second")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if not (0 < self.port < 65536):

@@ -14,8 +14,18 @@ from trackway.domain.errors import TrackwayError
 MAX_HEADER = 1024
 
 
+# Sent with a 401 of the read API and the clickstream page, so that a browser asks for the key.
+CHALLENGE = 'Basic realm="Trackway"'
+
+
 class NotAuthorized(TrackwayError):
-    """No key, a malformed header, or a key no account has."""
+    """No key, a malformed header, or a key no account has. `challenge`: answer with
+    WWW-Authenticate (the read API and the clickstream page; not ingest, whose browser callers
+    must never see a sign-in prompt)."""
+
+    def __init__(self, *, challenge: bool = False) -> None:
+        super().__init__()
+        self.challenge = challenge
 
 
 class PermissionDenied(TrackwayError):

@@ -13,8 +13,9 @@ from trackway.domain.errors import (
     RateLimited,
     StoreUnavailable,
     TooManyEvents,
+    TrackwayError,
 )
-from trackway.http.auth import NotAuthorized, PermissionDenied
+from trackway.http.auth import CHALLENGE, NotAuthorized, PermissionDenied
 
 INTERNAL_ERROR = "Internal Server Error - Please contact support for more information."
 UNAVAILABLE = "Service Unavailable - The service is temporarily unavailable. Try again later."
@@ -27,6 +28,14 @@ class RequestTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
         self.limit = limit
+
+
+class RequestTimeout(TrackwayError):
+    """The client paused longer than --body-timeout while sending the request body."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 class MethodNotAllowed(Exception):
@@ -50,7 +59,8 @@ def error_response(exc: BaseException) -> Response | None:
     if isinstance(exc, InvalidRequest):
         return exc.status, _encode({"errors": exc.errors}), []
     if isinstance(exc, NotAuthorized):
-        return 401, _encode({"message": "Not authorized"}), []
+        challenge = [(b"www-authenticate", CHALLENGE.encode())] if exc.challenge else []
+        return 401, _encode({"message": "Not authorized"}), challenge
     if isinstance(exc, PermissionDenied):
         return 403, _encode({"message": "Permission denied"}), []
     if isinstance(exc, NotFound):
@@ -66,6 +76,9 @@ def error_response(exc: BaseException) -> Response | None:
     if isinstance(exc, RequestTooLarge):
         message = f"Request body is too large (maximum is {exc.limit} bytes)"
         return 413, _encode({"message": message}), [(b"connection", b"close")]
+    if isinstance(exc, RequestTimeout):
+        message = f"Request body not received in time (the client paused over {exc.seconds} s)"
+        return 408, _encode({"message": message}), [(b"connection", b"close")]
     if isinstance(exc, TooManyEvents):
         return 413, _encode({"message": str(exc)}), []
     if isinstance(exc, StoreUnavailable):

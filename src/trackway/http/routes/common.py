@@ -25,7 +25,7 @@ async def user_account(request: Request) -> Account:
     key = key_from_authorization(request.headers.get("authorization"))
     credential = await trackway_of(request).credential_for_key(key) if key else None
     if credential is None:
-        raise NotAuthorized()
+        raise NotAuthorized(challenge=True)
     if credential.kind != "user":
         raise PermissionDenied()
     return credential.account
