@@ -106,6 +106,14 @@ def main() -> None:
     help="Events a second per account (0: none); over it 429 with Retry-After.",
 )
 @click.option(
+    "--body-timeout",
+    envvar="TRACKWAY_BODY_TIMEOUT",
+    default=DEFAULTS.body_timeout,
+    type=click.IntRange(1),
+    show_default=True,
+    help="Seconds a client may pause while sending a body; then 408 and the connection closes.",
+)
+@click.option(
     "--log-format",
     envvar="TRACKWAY_LOG_FORMAT",
     default=DEFAULTS.log_format,

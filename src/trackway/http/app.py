@@ -20,6 +20,7 @@ from trackway.domain.errors import TrackwayError
 from trackway.http.errors import RequestTooLarge, error_response, internal_error, json_body
 from trackway.http.ingest import IngestEndpoints
 from trackway.http.middleware import RequestContext
+from trackway.http.openapi import openapi_page
 from trackway.http.routes import customers, events, web
 from trackway.service import Trackway
 from trackway.settings import Settings
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> Any:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
+            Route("/openapi.json", openapi_page, methods=["GET"]),
             *customers.routes,
             *events.routes,
             *web.routes,

@@ -1,0 +1,687 @@
+"""The OpenAPI 3 document of the whole API, served at GET /openapi.json.
+
+Written here rather than derived from the routes: the ingest paths are a raw ASGI handler and
+the shapes are the documented ones, not a framework's. tests/http/test_openapi.py keeps it true
+(its paths and methods against the app's routes) and tests/http/test_schemathesis.py fuzzes a
+real server with it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from trackway.domain.events import ERROR_TYPES
+from trackway.domain.reads import HISTORY_MAX, SUMMARY_MAX_DAYS, TIMELINE_DEFAULT, TIMELINE_MAX
+from trackway.http.errors import json_body
+from trackway.settings import Settings
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _string(description: str = "", **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+_REQUEST_ID = {"$ref": "#/components/headers/X-Request-Id"}
+_RETRY_AFTER = {"$ref": "#/components/headers/Retry-After"}
+
+
+def _answer(
+    description: str,
+    schema: dict[str, Any] | None = None,
+    *,
+    media_type: str = JSON,
+    retry_after: bool = False,
+) -> dict[str, Any]:
+    """A response object; every answer carries X-Request-Id, 429 and 503 a Retry-After."""
+    headers: dict[str, Any] = {"X-Request-Id": _REQUEST_ID}
+    if retry_after:
+        headers["Retry-After"] = _RETRY_AFTER
+    answer: dict[str, Any] = {"description": description, "headers": headers}
+    if schema is not None:
+        answer["content"] = {media_type: {"schema": schema}}
+    return answer
+
+
+def _message(description: str, **kwargs: Any) -> dict[str, Any]:
+    return _answer(description, _ref("Message"), **kwargs)
+
+
+_UNAUTHORIZED = _message(
+    'No key, a malformed Authorization header or an unknown key: "Not authorized".'
+)
+_FORBIDDEN = _message('The event key on a read endpoint: "Permission denied".')
+_UNAVAILABLE = _message(
+    "The store cannot take or answer requests right now; retry after Retry-After seconds.",
+    retry_after=True,
+)
+_RATE_LIMITED = _message(
+    '"Rate limit exceeded"; retry after Retry-After seconds.', retry_after=True
+)
+_TOO_LARGE = _message("The body is over --max-body-bytes; the connection is closed.")
+_TIMED_OUT = _message(
+    "The client paused longer than --body-timeout while sending the body; the connection is closed."
+)
+_BAD_PARAMETERS = _answer("A parameter breaks its rule: {FIELD: [MESSAGE]}.", _ref("Errors"))
+
+
+def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> Any:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_CUSTOMER_UUID = {
+    "name": "uuid",
+    "in": "path",
+    "required": True,
+    "description": "The customer's user_uuid (a merged-away uuid still answers).",
+    "schema": _string(minLength=1),
+}
+
+_RANGE = [
+    _query(
+        "timestamp_start",
+        _string(format="date-time"),
+        "ISO 8601 instant; start of the range (inclusive).",
+    ),
+    _query("timestamp_end", _string(format="date-time"), "ISO 8601 instant; end of the range."),
+]
+
+
+def _history_parameters(required: bool) -> list[dict[str, Any]]:
+    return [
+        _query("event_name", _string(minLength=1, maxLength=64), "The event name.", required),
+        _query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX, "default": HISTORY_MAX},
+            f"How many of the latest events, 1 to {HISTORY_MAX}.",
+        ),
+    ]
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    string_lists = {"type": "array", "items": {"type": "string"}}
+    identifier = {"oneOf": [{"type": "string"}, {"type": "number"}]}
+    event_properties = {
+        "event": _string(
+            "The event name: no `.`, no whitespace, not numeric.", minLength=1, maxLength=64
+        ),
+        "event_uuid": _string("RFC 4122 UUID; generated when absent.", format="uuid"),
+        "customer_id": {**identifier, "description": "The customer's id in your systems."},
+        "retailer_customer_id": {**identifier, "description": "Alias of customer_id."},
+        "email": _string(maxLength=254),
+        "email_hash": _string("md5 of the lower-cased email.", pattern="^[0-9a-fA-F]{32}$"),
+        "device_id": _string(maxLength=255),
+        "cookie": _string(maxLength=255),
+        "timestamp": {
+            "oneOf": [_string(format="date-time"), {"type": "number"}],
+            "description": "ISO 8601 or Unix seconds; default: the time of receipt.",
+        },
+        "sent_at": {
+            "oneOf": [_string(format="date-time"), {"type": "number"}],
+            "description": "The client's clock when it sent the event (corrects skew).",
+        },
+        "user_agent": _string(),
+        "subscription_groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "subscribed"],
+                "properties": {"id": _string(minLength=1), "subscribed": {"type": "boolean"}},
+            },
+        },
+    }
+    event_document = {
+        "type": "object",
+        "description": "An event as stored: the body as sent plus what the store added.",
+        "required": ["event", "event_uuid", "user_uuid", "account_uuid", "timestamp_epoch"],
+        "properties": {
+            "event": _string(),
+            "event_uuid": _string(format="uuid"),
+            "user_uuid": _string(format="uuid"),
+            "account_uuid": _string(format="uuid"),
+            "_bsft_ts": _string(format="date-time"),
+            "timestamp_epoch": {"type": "integer"},
+        },
+        "additionalProperties": True,
+    }
+    return {
+        "Message": {
+            "type": "object",
+            "required": ["message"],
+            "properties": {"message": _string()},
+        },
+        "Errors": {
+            "type": "object",
+            "required": ["errors"],
+            "properties": {
+                "errors": {
+                    "type": "object",
+                    "description": "Each field's messages.",
+                    "additionalProperties": string_lists,
+                }
+            },
+        },
+        "Ok": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["OK"]}},
+        },
+        "Event": {
+            "type": "object",
+            "description": (
+                "`event` and at least one identifier (customer_id, email, email_hash, "
+                "device_id, cookie) are required; every other key is a custom attribute, kept "
+                "as sent (the first type seen for a name is fixed for the account)."
+            ),
+            "required": ["event"],
+            "properties": event_properties,
+            "additionalProperties": True,
+        },
+        "Bulk": {
+            "type": "object",
+            "required": ["events"],
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "description": f"At most {settings.max_bulk_events} events (413 over it).",
+                    "items": _ref("Event"),
+                }
+            },
+        },
+        "BulkAccepted": {
+            "type": "object",
+            "required": ["status", "count"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "count": {"type": "integer", "minimum": 0},
+            },
+        },
+        "BulkPartial": {
+            "type": "object",
+            "required": ["status", "count", "errors"],
+            "properties": {
+                "status": {"type": "string", "enum": ["partial"]},
+                "count": {"type": "integer", "minimum": 0, "description": "Events stored."},
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "event_uuid", "errors"],
+                        "properties": {
+                            "index": {"type": "integer", "minimum": 0},
+                            "event_uuid": _nullable(_string()),
+                            "errors": {"type": "object", "additionalProperties": string_lists},
+                        },
+                    },
+                },
+            },
+        },
+        "Customer": {
+            "type": "object",
+            "description": "The profile: identifiers, subscriptions and identify attributes.",
+            "required": [
+                "uuid",
+                "customer_id",
+                "email",
+                "device_ids",
+                "cookies",
+                "subscription_groups",
+                "created_at",
+                "updated_at",
+            ],
+            "properties": {
+                "uuid": _string(format="uuid"),
+                "customer_id": _nullable(_string()),
+                "email": _nullable(_string()),
+                "device_ids": string_lists,
+                "cookies": string_lists,
+                "subscription_groups": {
+                    "type": "object",
+                    "additionalProperties": {"type": "boolean"},
+                },
+                "created_at": _string(format="date-time"),
+                "updated_at": _string(format="date-time"),
+            },
+            "additionalProperties": True,
+        },
+        "CustomerAnswer": {
+            "type": "object",
+            "required": ["customer"],
+            "properties": {"customer": _ref("Customer")},
+        },
+        "Deleted": {
+            "type": "object",
+            "required": ["status", "uuid", "events_deleted"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "uuid": _string(),
+                "events_deleted": {"type": "integer", "minimum": 0},
+            },
+        },
+        "StoredEvent": event_document,
+        "Timeline": {"type": "array", "items": _ref("StoredEvent")},
+        "History": {
+            "type": "object",
+            "description": "One key, the event name: its latest events, newest first.",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "additionalProperties": {"type": "array", "items": _ref("StoredEvent")},
+        },
+        "Summary": _summary_schema(),
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["ok"]}},
+        },
+    }
+
+
+def _summary_schema() -> dict[str, Any]:
+    series = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+    by_name = {"type": "object", "additionalProperties": series}
+    return {
+        "type": "object",
+        "required": [
+            "events_chart_stats",
+            "stats",
+            "status",
+            "timestamp_start",
+            "timestamp_end",
+        ],
+        "properties": {
+            "events_chart_stats": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["archives", "error", "events", "timelapse"],
+                    "properties": {
+                        "archives": by_name,
+                        "error": {
+                            **by_name,
+                            "description": "Every error type: " + ", ".join(ERROR_TYPES) + ".",
+                        },
+                        "events": by_name,
+                        "timelapse": {
+                            "type": "array",
+                            "description": "MM/DD of each day of the range.",
+                            "items": _string(),
+                        },
+                    },
+                },
+            },
+            "stats": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["archived", "count", "display_name", "type"],
+                    "properties": {
+                        "archived": {"type": "boolean"},
+                        "count": {"type": "integer", "minimum": 0},
+                        "display_name": _nullable(_string()),
+                        "type": {"type": "string", "enum": ["standard", "custom_event"]},
+                    },
+                },
+            },
+            "status": {"type": "string", "enum": ["ok"]},
+            "timestamp_start": _string(format="date-time"),
+            "timestamp_end": _string(format="date-time"),
+        },
+    }
+
+
+def _json_body(schema: dict[str, Any], description: str, required: bool = True) -> Any:
+    return {"required": required, "description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _paths(settings: Settings) -> dict[str, Any]:
+    ingest_common = {
+        "401": _UNAUTHORIZED,
+        "408": _TIMED_OUT,
+        "413": _TOO_LARGE,
+        "429": _RATE_LIMITED,
+        "503": _UNAVAILABLE,
+    }
+    read_common = {"401": _UNAUTHORIZED, "403": _FORBIDDEN, "503": _UNAVAILABLE}
+    read_body_common = {**read_common, "408": _TIMED_OUT, "413": _TOO_LARGE}
+    history = {
+        "200": _answer("The latest events of that name, newest first.", _ref("History")),
+        "400": _BAD_PARAMETERS,
+        "404": _message('No event of that name: "Event not found".'),
+        "422": _answer("The name breaks the naming rules.", _ref("Errors")),
+    }
+    summary = {
+        "200": _answer("One bucket per UTC day of the range.", _ref("Summary")),
+        "400": _BAD_PARAMETERS,
+    }
+    params_body = {
+        "event_name": _string(minLength=1, maxLength=64),
+        "limit": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX},
+    }
+    range_body = {
+        "timestamp_start": _string(format="date-time"),
+        "timestamp_end": _string(format="date-time"),
+    }
+    return {
+        "/api/v1/event": {
+            "post": {
+                "operationId": "sendEvent",
+                "summary": "Send one event",
+                "description": (
+                    "Answered 200 only once the event is committed; a uuid the account has "
+                    "already is answered 200 again and stored once. A rejected event is kept "
+                    "in the account's error log and counted under its error type. The "
+                    "Content-Type is not checked: the body must be one JSON object."
+                ),
+                "tags": ["ingest"],
+                "requestBody": _json_body(_ref("Event"), "One event."),
+                "responses": {
+                    "200": _answer("Stored durably.", _ref("Ok")),
+                    "400": _answer("The event breaks a rule.", _ref("Errors")),
+                    **ingest_common,
+                },
+            }
+        },
+        "/api/v1/bulkevents": {
+            "post": {
+                "operationId": "sendEvents",
+                "summary": f"Send up to {settings.max_bulk_events} events",
+                "tags": ["ingest"],
+                "requestBody": _json_body(_ref("Bulk"), "The events."),
+                "responses": {
+                    "200": _answer("Every event stored.", _ref("BulkAccepted")),
+                    "400": _answer(
+                        "The valid events are stored; the others are listed (or the body is "
+                        "not a JSON object with an `events` array).",
+                        {"anyOf": [_ref("BulkPartial"), _ref("Errors")]},
+                    ),
+                    **ingest_common,
+                    "413": _message(
+                        "The body is over --max-body-bytes, or it carries more than "
+                        "--max-bulk-events events."
+                    ),
+                },
+            }
+        },
+        "/unity.gif": {
+            "get": {
+                "operationId": "pixel",
+                "summary": "The browser pixel: one event in the query string",
+                "description": (
+                    "The event key rides in `x` (a browser cannot send Basic auth). The GIF is "
+                    "answered whatever happens; a rejected event goes to the error log."
+                ),
+                "tags": ["ingest"],
+                "security": [],
+                "parameters": [
+                    _query("x", _string(), "The event key."),
+                    _query("e", _string(), "The event name."),
+                    _query("k", _string(), "The cookie."),
+                    _query("u", _string(), "The page url."),
+                    _query("r", _string(), "The referrer."),
+                    _query("t", _string(), "The time, Unix seconds."),
+                    _query("z", _string(), "Cache-buster, ignored."),
+                    {
+                        "name": "attributes",
+                        "in": "query",
+                        "description": (
+                            "Any other parameter is a string attribute; NAME_json carries the "
+                            "JSON value of attribute NAME."
+                        ),
+                        "style": "form",
+                        "explode": True,
+                        "schema": {"type": "object", "additionalProperties": _string()},
+                    },
+                ],
+                "responses": {
+                    "200": _answer(
+                        "A 1x1 transparent GIF, never cached.",
+                        {"type": "string", "format": "binary"},
+                        media_type="image/gif",
+                    )
+                },
+            }
+        },
+        "/api/v1/customers": {
+            "get": {
+                "operationId": "findCustomer",
+                "summary": "Find a customer by one identifier",
+                "description": (
+                    "The first of customer_id, email (case-insensitive), email_hash, device_id, "
+                    "cookie that is given is used."
+                ),
+                "tags": ["customers"],
+                "parameters": [
+                    _query(name, _string(), f"The customer's {name}.")
+                    for name in ("customer_id", "email", "email_hash", "device_id", "cookie")
+                ],
+                "responses": {
+                    "200": _answer("The customer.", _ref("CustomerAnswer")),
+                    "400": _answer("No identifier given.", _ref("Errors")),
+                    "404": _message('"Customer not found".'),
+                    **read_common,
+                },
+            }
+        },
+        "/api/v1/customers/{uuid}": {
+            "parameters": [_CUSTOMER_UUID],
+            "get": {
+                "operationId": "getCustomer",
+                "summary": "A customer by uuid",
+                "tags": ["customers"],
+                "responses": {
+                    "200": _answer("The customer.", _ref("CustomerAnswer")),
+                    "404": _message('"Customer not found".'),
+                    **read_common,
+                },
+            },
+            "delete": {
+                "operationId": "deleteCustomer",
+                "summary": "Privacy deletion: the customer, its identifiers and events",
+                "description": (
+                    "Counts already in the daily rollups stay; later events with the same "
+                    "identifiers make a new customer."
+                ),
+                "tags": ["customers"],
+                "responses": {
+                    "200": _answer("Deleted.", _ref("Deleted")),
+                    "404": _message('"Customer not found".'),
+                    **read_common,
+                },
+            },
+        },
+        "/api/v1/customer_search/show_events": {
+            "get": {
+                "operationId": "showEvents",
+                "summary": "A customer's timeline, oldest first",
+                "description": (
+                    f"{settings.show_events_per_hour} calls an hour per account "
+                    "(--show-events-per-hour), shared by every worker process."
+                ),
+                "tags": ["customers"],
+                "parameters": [
+                    _query("uuid", _string(minLength=1), "The customer's uuid.", True),
+                    *_RANGE,
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": TIMELINE_MAX,
+                            "default": TIMELINE_DEFAULT,
+                        },
+                        "The latest `limit` events of the range.",
+                    ),
+                ],
+                "responses": {
+                    "200": _answer("The events, oldest first.", _ref("Timeline")),
+                    "400": _BAD_PARAMETERS,
+                    "404": _message('"Customer not found".'),
+                    "429": _RATE_LIMITED,
+                    **read_common,
+                },
+            }
+        },
+        "/api/v1/event/history": {
+            "get": {
+                "operationId": "eventHistory",
+                "summary": "The latest events of one name",
+                "tags": ["events"],
+                "parameters": _history_parameters(required=True),
+                "responses": {**history, **read_common},
+            },
+            "post": {
+                "operationId": "eventHistoryPost",
+                "summary": "The latest events of one name (parameters in a JSON body)",
+                "description": "Fields of the JSON body override the query parameters.",
+                "tags": ["events"],
+                "parameters": _history_parameters(required=False),
+                "requestBody": _json_body(
+                    {"type": "object", "properties": params_body},
+                    "event_name and limit.",
+                    required=False,
+                ),
+                "responses": {**history, **read_body_common},
+            },
+        },
+        "/api/v1/event/summary.json": {
+            "get": {
+                "operationId": "eventSummary",
+                "summary": "Events and errors per UTC day",
+                "description": (
+                    f"Default range: the last 7 days; at most {SUMMARY_MAX_DAYS} days."
+                ),
+                "tags": ["events"],
+                "parameters": _RANGE,
+                "responses": {**summary, **read_common},
+            },
+            "post": {
+                "operationId": "eventSummaryPost",
+                "summary": "Events and errors per UTC day (parameters in a JSON body)",
+                "tags": ["events"],
+                "parameters": _RANGE,
+                "requestBody": _json_body(
+                    {"type": "object", "properties": range_body},
+                    "timestamp_start and timestamp_end.",
+                    required=False,
+                ),
+                "responses": {**summary, **read_body_common},
+            },
+        },
+        "/trackway.js": {
+            "get": {
+                "operationId": "trackwayScript",
+                "summary": "The pixel script for web pages",
+                "tags": ["web"],
+                "security": [],
+                "responses": {
+                    "200": _answer("The script.", _string(), media_type="application/javascript")
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "summary": "The process is up and the store answers",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {"200": _answer("Healthy.", _ref("Health")), "503": _UNAVAILABLE},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics of every worker process",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {
+                    "200": _answer(
+                        "The Prometheus text format.", _string(), media_type="text/plain"
+                    )
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "tags": ["operations"],
+                "security": [],
+                "responses": {"200": _answer("OpenAPI 3.0.", {"type": "object"})},
+            }
+        },
+    }
+
+
+def build_document(settings: Settings | None = None) -> dict[str, Any]:
+    """The document for a server running with `settings` (its limits appear in it)."""
+    settings = settings or Settings()
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Trackway",
+            "version": "1",
+            "description": (
+                "A self-hosted event-tracking API. Every call authenticates with HTTP Basic "
+                "auth: the API key is the username, the password empty. The event key may "
+                "only send events; the user key may send and read. Bodies are at most "
+                f"{settings.max_body_bytes} bytes (--max-body-bytes)."
+            ),
+        },
+        "security": [{"basicAuth": []}],
+        "paths": _paths(settings),
+        "components": {
+            "securitySchemes": {
+                "basicAuth": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "The API key as the username, an empty password.",
+                }
+            },
+            "headers": {
+                "X-Request-Id": {
+                    "description": "The caller's X-Request-Id when short and printable, else "
+                    "one made by the server.",
+                    "schema": _string(),
+                },
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+            },
+            "schemas": _schemas(settings),
+        },
+    }
+
+
+@lru_cache(maxsize=4)
+def _encoded(settings: Settings) -> bytes:
+    return json_body(build_document(settings))
+
+
+async def openapi_page(request: Request) -> Response:
+    settings: Settings = request.app.state.trackway.settings
+    return Response(_encoded(settings), media_type=JSON)

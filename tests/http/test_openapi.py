@@ -1,0 +1,89 @@
+"""GET /openapi.json documents the whole API, and stays true: its paths and methods are exactly
+the app's routes (the Starlette router and the raw ingest handler's table), and every documented
+operation answers on the real server (none is a 404 or 405)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from conftest import Server
+from starlette.routing import Route
+
+from trackway.http.app import create_app
+from trackway.http.ingest import IngestEndpoints
+from trackway.http.openapi import build_document
+from trackway.settings import Settings
+
+# The pixel is served by IngestEndpoints before its route table is consulted.
+PIXEL = ("/unity.gif", "GET")
+
+
+def app_operations(tmp_path: Path) -> set[tuple[str, str]]:
+    """(path, method) of every route of the app, HEAD left out (Starlette adds it to GET)."""
+    app = create_app(Settings(database_url="sqlite:///" + str(tmp_path / "routes.db")))
+    ingest = app.app
+    assert isinstance(ingest, IngestEndpoints)
+    operations: set[tuple[str, str]] = {PIXEL}
+    # The ingest table maps each path with and without its trailing slash: one operation.
+    operations |= {(path.rstrip("/"), "POST") for path in ingest.routes}
+    for route in ingest.fallback.routes:
+        assert isinstance(route, Route), f"unexpected route kind {route!r}"
+        operations |= {(route.path, m) for m in route.methods or () if m != "HEAD"}
+    return operations
+
+
+def documented_operations(document: dict) -> set[tuple[str, str]]:
+    methods = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+    return {
+        (path, method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+        if method in methods
+    }
+
+
+def test_document_lists_exactly_the_app_routes(tmp_path: Path) -> None:
+    documented = documented_operations(build_document())
+    actual = app_operations(tmp_path)
+    assert documented - actual == set(), "documented but not routed"
+    assert actual - documented == set(), "routed but not documented in trackway/http/openapi.py"
+
+
+def test_served_document_is_openapi_3_with_basic_auth(server: Server, client: httpx.Client) -> None:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    assert document["components"]["securitySchemes"]["basicAuth"] == {
+        "type": "http",
+        "scheme": "basic",
+        "description": "The API key as the username, an empty password.",
+    }
+    assert document["security"] == [{"basicAuth": []}]
+    assert documented_operations(document) == documented_operations(build_document())
+    # Every $ref points at something that exists.
+    text = response.text
+    for kind, name in re.findall(r'"#/components/(\w+)/([\w-]+)"', text):
+        assert name in document["components"][kind], f"dangling $ref {kind}/{name}"
+    # Every operation documents its answers as JSON shapes (or the pixel's GIF, the script,
+    # the metrics text) and an operation id.
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            assert operation["operationId"], (path, method)
+            assert "200" in operation["responses"], (path, method)
+            for status, answer in operation["responses"].items():
+                assert answer.get("content"), (path, method, status)
+
+
+def test_every_documented_operation_is_served(client: httpx.Client) -> None:
+    """Unauthenticated calls: a routed operation answers 200 or 401, never the router's 404/405."""
+    document = client.get("/openapi.json").json()
+    for path, method in sorted(documented_operations(document)):
+        url = path.replace("{uuid}", "00000000-0000-4000-8000-000000000000")
+        response = client.request(method, url)
+        assert response.status_code in (200, 401), (method, path, response.status_code)
