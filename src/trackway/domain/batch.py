@@ -8,12 +8,16 @@ event's customer. The backend then writes the plan. Both backends share this log
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from trackway.domain.errors import EventRejected
 from trackway.domain.events import AcceptedEvent, custom_attribute_types, type_mismatch
-from trackway.domain.identity import IdentityResolver, Profile, identifiers_of
+from trackway.domain.identity import IdentityResolver, Merge, Profile, identifiers_of
+
+log = logging.getLogger("trackway.identity")
 
 # (index of the job in the batch, index of the event in its job, the event)
 Entry = tuple[int, int, AcceptedEvent]
@@ -47,6 +51,48 @@ class AccountPlan:
     rejected: list[tuple[Entry, EventRejected]] = field(default_factory=list)
     new_attribute_types: list[tuple[str, str]] = field(default_factory=list)
     identity: IdentityResolver | None = None
+
+
+@dataclass(slots=True)
+class IdentityWrites:
+    """The rows resolving a plan's events changed, in the order a store writes them:
+    new profiles, merges, changed profiles, new identifiers, conflicts."""
+
+    new_profiles: list[tuple[Any, ...]]  # account, uuid, customer_id, email, attrs, subs, ms, ms
+    merges: list[Merge]
+    changed_profiles: list[
+        tuple[Any, ...]
+    ]  # customer_id, email, attrs, subs, ms, ms, account, uuid
+    identifiers: list[tuple[Any, ...]]  # account, kind, value, customer uuid, created ms
+    conflicts: list[
+        tuple[Any, ...]
+    ]  # account, ms, event uuid, customer uuid, other uuid, kind, value
+
+
+def identity_writes(plan: AccountPlan, json_value: Callable[[Any], Any]) -> IdentityWrites:
+    """`json_value` turns a profile's attributes or subscriptions into what the store's JSON
+    column takes."""
+    resolver = plan.identity
+    writes = IdentityWrites([], [], [], [], [])
+    if resolver is None:
+        return writes
+    account = plan.account_id
+    for p in resolver.profiles.values():
+        values = (p.customer_id, p.email, json_value(p.attributes), json_value(p.subscriptions),
+                  p.created_ms, p.updated_ms)  # fmt: skip
+        if p.is_new:
+            writes.new_profiles.append((account, p.uuid, *values))
+        elif p.changed:
+            writes.changed_profiles.append((*values, account, p.uuid))
+    writes.merges = list(resolver.merges)
+    writes.identifiers = [(account, k, v, u, ms) for k, v, u, ms in resolver.new_identifiers]
+    for c in resolver.conflicts:
+        log.warning("identity conflict on %s %r: event %s kept on %s, not merged with %s",
+                    c.kind, c.value, c.event_uuid, c.customer_uuid, c.other_uuid)  # fmt: skip
+        writes.conflicts.append(
+            (account, c.received_ms, c.event_uuid, c.customer_uuid, c.other_uuid, c.kind, c.value)
+        )
+    return writes
 
 
 def lookups_needed(events: Sequence[AcceptedEvent]) -> LookupsNeeded:

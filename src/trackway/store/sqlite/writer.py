@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from trackway.domain.batch import AccountPlan, Lookups, LookupsNeeded, lookups_needed, plan_account
+from trackway.domain.batch import (
+    AccountPlan,
+    Lookups,
+    LookupsNeeded,
+    identity_writes,
+    lookups_needed,
+    plan_account,
+)
 from trackway.domain.errors import StoreUnavailable
 from trackway.domain.events import AcceptedEvent, new_event_uuid
 from trackway.domain.identity import Profile
@@ -287,56 +294,18 @@ class Writer(threading.Thread):
     @staticmethod
     def _write_identity(conn: sqlite3.Connection, plan: AccountPlan) -> None:
         """Write what resolving the plan's events changed: profiles, merges, identifiers."""
-        resolver = plan.identity
-        if resolver is None:
-            return
+        writes = identity_writes(plan, _encode)
+        if writes.new_profiles:
+            conn.executemany(Q["insert_customer"], writes.new_profiles)
         account_id = plan.account_id
-        new_profiles, changed = [], []
-        for p in resolver.profiles.values():
-            values = (
-                p.customer_id,
-                p.email,
-                _encode(p.attributes),
-                _encode(p.subscriptions),
-                p.created_ms,
-                p.updated_ms,
-            )
-            if p.is_new:
-                new_profiles.append((account_id, p.uuid, *values))
-            elif p.changed:
-                changed.append((*values, account_id, p.uuid))
-        if new_profiles:
-            conn.executemany(Q["insert_customer"], new_profiles)
-        for merge in resolver.merges:
+        for merge in writes.merges:
             log.info("merging customer %s into %s", merge.loser, merge.winner)
             conn.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
             conn.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
             conn.execute(Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser))
-        if changed:
-            conn.executemany(Q["update_customer"], changed)
-        if resolver.new_identifiers:
-            conn.executemany(
-                Q["insert_identifier"],
-                [(account_id, k, v, u, ms) for k, v, u, ms in resolver.new_identifiers],
-            )
-        for c in resolver.conflicts:
-            log.warning(
-                "identity conflict on %s %r: event %s kept on %s, not merged with %s",
-                c.kind,
-                c.value,
-                c.event_uuid,
-                c.customer_uuid,
-                c.other_uuid,
-            )
-            conn.execute(
-                Q["insert_conflict"],
-                (
-                    account_id,
-                    c.received_ms,
-                    c.event_uuid,
-                    c.customer_uuid,
-                    c.other_uuid,
-                    c.kind,
-                    c.value,
-                ),
-            )
+        if writes.changed_profiles:
+            conn.executemany(Q["update_customer"], writes.changed_profiles)
+        if writes.identifiers:
+            conn.executemany(Q["insert_identifier"], writes.identifiers)
+        if writes.conflicts:
+            conn.executemany(Q["insert_conflict"], writes.conflicts)
