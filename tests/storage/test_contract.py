@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from trackway.domain.errors import AccountExists, AccountNotFound
@@ -261,5 +262,30 @@ def test_delete_customer(store_run: Any) -> None:
         await store.ingest(account, [event(cookie="gone", event="view")])
         again = await store.customer_by_identifier(account, "cookie", "gone")
         assert again is not None and again.uuid != customer.uuid
+
+    store_run(work)
+
+
+def test_events_page_keyset(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account, other = await new_account(store), await new_account(store)
+        tie = "2024-03-01T10:00:00Z"
+        views = [event(timestamp=tie, n=i) for i in range(5)]
+        views += [event(timestamp="2024-03-02T00:00:00Z"), event(timestamp="2024-02-29T00:00:00Z")]
+        await store.ingest(account, [*views, event(event="buy", timestamp=tie)])
+        await store.ingest(other, [event(timestamp=tie)])
+        rows, after = [], (0, 0)
+        while page := await store.events_page(account, "view", after, 2**62, 2):
+            assert len(page) <= 2
+            rows += page
+            after = page[-1][:2]
+        assert [r[:2] for r in rows] == sorted({r[:2] for r in rows})  # (timestamp, id), once
+        bodies = [msgspec.json.decode(r[2]) for r in rows]
+        order = [views[6], *views[:5], views[5]]  # by timestamp, ties in the order stored
+        assert [b["event_uuid"] for b in bodies] == [e.event_uuid for e in order]
+        assert bodies[0] == order[0].body
+        before = await store.events_page(account, "view", (0, 0), rows[-1][0], 10)
+        assert len(before) == 6  # before_ms is exclusive
+        assert await store.events_page(account, "view", rows[-1][:2], 2**62, 10) == []
 
     store_run(work)
