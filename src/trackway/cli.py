@@ -144,9 +144,11 @@ def serve(**options: Any) -> None:
         raise click.ClickException(str(exc)) from None
     # Every worker process builds its app from the environment: hand the settings down.
     os.environ.update(settings.to_env())
-    # Each worker writes its metrics here; /metrics in any worker sums them all.
-    metrics_dir = tempfile.mkdtemp(prefix="trackway-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # With several workers each writes its metrics here and /metrics in any of them sums them
+    # all; one worker keeps them in its own memory.
+    metrics_dir = tempfile.mkdtemp(prefix="trackway-metrics-") if settings.workers > 1 else None
+    if metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     uvicorn.run(
         "trackway.http.app:app_from_env",
         factory=True,
@@ -161,7 +163,8 @@ def serve(**options: Any) -> None:
         timeout_graceful_shutdown=10,
         log_config=logging_config(settings.log_level, settings.log_format),
     )
-    shutil.rmtree(metrics_dir, ignore_errors=True)
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.group()
