@@ -1,0 +1,95 @@
+"""Operations endpoints: /healthz, /metrics (summed over workers), X-Request-Id."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import Account, Server, basic, create_account
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_healthz(client: httpx.Client) -> None:
+    answer = client.get("/healthz")
+    assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+
+
+def test_metrics_count_requests_events_and_rejections(
+    client: httpx.Client, account: Account
+) -> None:
+    before = client.get("/metrics").text
+    ok = '{method="POST",route="/api/v1/event",status="200"}'
+    bad = '{error_type="event_name_missing"}'
+    for _ in range(3):
+        client.post("/api/v1/event", json={"event": "view", "cookie": "m"},
+                    headers=basic(account.event_key))  # fmt: skip
+    client.post("/api/v1/event", json={"event": "", "cookie": "m"},
+                headers=basic(account.event_key))  # fmt: skip
+    after = client.get("/metrics")
+    assert after.status_code == 200
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    assert (
+        metric(text, "trackway_http_requests_total", ok)
+        - metric(before, "trackway_http_requests_total", ok)
+        == 3
+    )
+    assert (
+        metric(text, "trackway_events_accepted_total")
+        - metric(before, "trackway_events_accepted_total")
+        >= 3
+    )
+    assert (
+        metric(text, "trackway_events_rejected_total", bad)
+        - metric(before, "trackway_events_rejected_total", bad)
+        == 1
+    )
+    assert metric(text, "trackway_group_commit_seconds_count") > 0
+
+
+def test_request_id_on_every_response(client: httpx.Client, account: Account) -> None:
+    ids = set()
+    for response in (
+        client.get("/healthz"),
+        client.get("/nope"),
+        client.post(
+            "/api/v1/event", json={"event": "v", "cookie": "c"}, headers=basic(account.event_key)
+        ),
+        client.get("/unity.gif"),
+    ):
+        assert response.headers["x-request-id"]
+        ids.add(response.headers["x-request-id"])
+    assert len(ids) == 4
+    echoed = client.get("/healthz", headers={"X-Request-Id": "trace-123"})
+    assert echoed.headers["x-request-id"] == "trace-123"
+    refused = client.get("/healthz", headers={"X-Request-Id": "x" * 500})
+    assert refused.headers["x-request-id"] != "x" * 500
+
+
+def test_metrics_are_summed_over_worker_processes(tmp_path: Path) -> None:
+    server = Server(tmp_path / "m.db", tmp_path / "server.log", "--workers", "2")
+    server.start()
+    try:
+        account = create_account(server.db_path)
+        pids = set()
+        for _ in range(40):
+            # A fresh connection each time, so that both workers answer some.
+            with httpx.Client(base_url=server.url) as client:
+                answer = client.post("/api/v1/event", json={"event": "v", "cookie": "c"},
+                                     headers=basic(account.event_key))  # fmt: skip
+                assert answer.status_code == 200
+                pids.add(answer.headers["x-request-id"].split("-")[0])
+        text = httpx.get(server.url + "/metrics").text
+        ok = '{method="POST",route="/api/v1/event",status="200"}'
+        assert metric(text, "trackway_http_requests_total", ok) == 40
+        assert metric(text, "trackway_events_accepted_total") == 40
+        assert len(pids) == 2, "one worker answered everything; the sum proves nothing"
+    finally:
+        server.stop()
