@@ -68,6 +68,7 @@ MAX_IDENTIFIER = 255
 MAX_EMAIL = 254
 MAX_ATTRIBUTE_NAME = 100
 MAX_NESTING = 32
+_LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 BLANK = "can't be blank"
 NOT_VALID = "is not valid"
@@ -410,7 +411,8 @@ def _correct_clock_skew(
     skew = received_ms - parsed[1]
     if skew == 0:
         return timestamp, timestamp_ms
-    corrected = max(0, timestamp_ms + skew)
+    # Kept within what a timestamp can be (1970 to 9999), like every timestamp sent.
+    corrected = min(max(0, timestamp_ms + skew), _LATEST_MS)
     return format_ms(corrected), corrected
 
 

@@ -56,7 +56,7 @@ def summary_range(start_raw: Any, end_raw: Any, now_ms: int) -> tuple[int, int]:
     start = parse_instant(start_raw, "timestamp_start")
     end = parse_instant(end_raw, "timestamp_end")
     if end is None:
-        end = now_ms if start is None else start + SUMMARY_DEFAULT_DAYS * DAY_MS
+        end = now_ms if start is None else min(start + SUMMARY_DEFAULT_DAYS * DAY_MS, _LATEST)
     if start is None:
         start = end - SUMMARY_DEFAULT_DAYS * DAY_MS
     if end < start:
@@ -80,11 +80,10 @@ def days_of(start_ms: int, end_ms: int) -> list[datetime]:
     """Every UTC day from the start's day to the end's day, inclusive."""
     first = datetime.fromtimestamp(start_ms // 1000, UTC).replace(hour=0, minute=0, second=0)
     last = datetime.fromtimestamp(end_ms // 1000, UTC)
-    days = []
-    day = first
-    while day <= last:
-        days.append(day)
-        day += timedelta(days=1)
+    days = [first]
+    # Never a day past `last`: the day after 9999-12-31 does not exist.
+    while days[-1].date() < last.date():
+        days.append(days[-1] + timedelta(days=1))
     return days
 
 
