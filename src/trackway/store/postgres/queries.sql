@@ -3,25 +3,39 @@
 -- name: lock_account
 SELECT pg_advisory_xact_lock(7312, %s::int)
 
+-- The lookups probe a primary key once per wanted value: LATERAL with OFFSET 0 (a planning
+-- fence) keeps the planner from flattening them into a join, which on young tables, whose
+-- statistics say "a few rows", became whole-table scans held in cached generic plans.
+
 -- name: existing_event_uuids
--- Joined from the list (not `= ANY`): the prepared statement's generic plan then keeps to the
--- primary key instead of scanning the table.
 SELECT u.event_uuid
 FROM unnest(%s::text[]) AS w (event_uuid)
-JOIN event_uuids AS u ON u.account_id = %s AND u.event_uuid = w.event_uuid
+CROSS JOIN LATERAL (
+    SELECT event_uuid FROM event_uuids
+    WHERE account_id = %s AND event_uuid = w.event_uuid
+    OFFSET 0
+) AS u
 
 -- name: attribute_types_of
 SELECT t.name, t.type
 FROM unnest(%s::text[]) AS w (name)
-JOIN attribute_types AS t ON t.account_id = %s AND t.name = w.name
+CROSS JOIN LATERAL (
+    SELECT name, type FROM attribute_types WHERE account_id = %s AND name = w.name OFFSET 0
+) AS t
 
 -- name: identifiers_of_pairs
 -- Each known identifier with the profile it points at (profiles repeat; one round trip).
 SELECT i.kind, i.value, c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions,
        c.created_ms, c.updated_ms
 FROM unnest(%s::text[], %s::text[]) AS w (kind, value)
-JOIN identifiers AS i ON i.account_id = %s AND i.kind = w.kind AND i.value = w.value
-JOIN customers AS c ON c.account_id = i.account_id AND c.uuid = i.customer_uuid
+CROSS JOIN LATERAL (
+    SELECT kind, value, customer_uuid FROM identifiers
+    WHERE account_id = %s AND kind = w.kind AND value = w.value
+    OFFSET 0
+) AS i
+CROSS JOIN LATERAL (
+    SELECT * FROM customers WHERE account_id = %s AND uuid = i.customer_uuid OFFSET 0
+) AS c
 
 -- name: insert_attribute_types
 INSERT INTO attribute_types (account_id, name, type)

@@ -340,7 +340,9 @@ class PostgresStore:
         return (
             await conn.execute(Q["existing_event_uuids"], (needed.event_uuids, account_id)),
             await conn.execute(Q["attribute_types_of"], (needed.attribute_names, account_id)),
-            await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id)),
+            await conn.execute(
+                Q["identifiers_of_pairs"], (kinds, values, account_id, account_id)
+            ),
         )
 
     @staticmethod
