@@ -30,7 +30,9 @@ def app_operations(tmp_path: Path) -> set[tuple[str, str]]:
     operations |= {(path.rstrip("/"), "POST") for path in ingest.routes}
     for route in ingest.fallback.routes:
         assert isinstance(route, Route), f"unexpected route kind {route!r}"
-        operations |= {(route.path, m) for m in route.methods or () if m != "HEAD"}
+        # OpenAPI writes /errors/{id} where Starlette writes /errors/{id:int}.
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
+        operations |= {(path, m) for m in route.methods or () if m != "HEAD"}
     return operations
 
 
@@ -85,5 +87,6 @@ def test_every_documented_operation_is_served(client: httpx.Client) -> None:
     document = client.get("/openapi.json").json()
     for path, method in sorted(documented_operations(document)):
         url = path.replace("{uuid}", "00000000-0000-4000-8000-000000000000")
+        url = re.sub(r"\{\w+\}", "1", url)
         response = client.request(method, url)
         assert response.status_code in (200, 401), (method, path, response.status_code)
