@@ -452,5 +452,137 @@ def export_events(
         raise click.ClickException(str(exc)) from None
 
 
+@main.group("errors")
+def errors_group() -> None:
+    """The error log: rejected events with their messages and payloads; list, download,
+    replay through today's rules."""
+
+
+def error_log_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    from trackway.domain.events import ERROR_TYPES
+
+    for option in reversed(
+        (
+            click.option("--account", required=True, help="Account name or uuid."),
+            click.option(
+                "--type", "error_type", type=click.Choice(ERROR_TYPES), help="Only this type."
+            ),
+            click.option("--day", help="Only errors received on this UTC day (YYYY-MM-DD)."),
+            database_option,
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _error_filter(error_type: str | None, day: str | None, status: str = "all") -> Any:
+    from trackway.domain.errors import InvalidRequest
+    from trackway.errors_log import error_filter
+
+    try:
+        return error_filter({"type": error_type, "day": day, "status": status})
+    except InvalidRequest as exc:
+        message = "; ".join(f"--{k}: {', '.join(v)}" for k, v in exc.errors.items())
+        raise click.UsageError(message) from None
+
+
+@errors_group.command("list")
+@error_log_options
+@click.option("--status", type=click.Choice(["pending", "replayed", "all"]), default="all")
+@click.option("--limit", default=100, type=click.IntRange(1, 100_000), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object a line.")
+def errors_list(
+    account: str,
+    error_type: str | None,
+    day: str | None,
+    database_url: str,
+    status: str,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The newest errors of ACCOUNT, newest first."""
+    from trackway import errors_log
+
+    where = _error_filter(error_type, day, status)
+    rows = with_store(
+        database_url, lambda store: errors_log.latest_rows(store, account, where, limit)
+    )
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(errors_log.error_document(row), ensure_ascii=False))
+        else:
+            click.echo(errors_log.list_line(row))
+
+
+@errors_group.command("export")
+@error_log_options
+@click.option("--status", type=click.Choice(["pending", "replayed", "all"]), default="all")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, writable=True), help="File (default: stdout)."
+)
+def errors_export(
+    account: str,
+    error_type: str | None,
+    day: str | None,
+    database_url: str,
+    status: str,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Download the error log of ACCOUNT (filtered) as CSV or NDJSON, newest first: the file
+    GET /api/v1/errors?format=… gives."""
+    import contextlib
+
+    from trackway import errors_log
+
+    where = _error_filter(error_type, day, status)
+    with open(output, "wb") if output else contextlib.nullcontext(sys.stdout.buffer) as out:
+        count = with_store(
+            database_url, lambda store: errors_log.export_rows(store, account, where, fmt, out)
+        )
+    if output:
+        click.echo(f"wrote {count} errors to {output}", err=True)
+
+
+@errors_group.command("replay")
+@error_log_options
+@click.option("--id", "ids", type=int, multiple=True, help="This error (repeat for more).")
+@click.option("--all", "replay_all", is_flag=True, help="Every pending error (no filter).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+def errors_replay(
+    account: str,
+    error_type: str | None,
+    day: str | None,
+    database_url: str,
+    ids: tuple[int, ...],
+    replay_all: bool,
+    as_json: bool,
+) -> None:
+    """Resubmit stored payloads of ACCOUNT through today's rules: those that pass are stored as
+    events and marked replayed; the others stay, with their new messages. Give --id, or a
+    --type and/or --day, or --all."""
+    from trackway import errors_log
+
+    if not ids and not error_type and not day and not replay_all:
+        raise click.UsageError("give --id, or --type and/or --day, or --all")
+    where = None if ids else _error_filter(error_type, day)
+    outcome = with_store(
+        database_url,
+        lambda store: errors_log.replay_rows(store, account, list(ids) or None, where),
+    )
+    if as_json:
+        click.echo(json.dumps(outcome.document()))
+        return
+    click.echo(
+        f"replayed {len(outcome.replayed)}, still failing {len(outcome.failed)}, "
+        f"replayed before {len(outcome.skipped)}, not found {len(outcome.missing)}"
+    )
+    for error_id, rejected in outcome.failed:
+        click.echo(f"  {error_id}: {rejected.error_type} {json.dumps(rejected.errors)}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,7 @@ from trackway.http.errors import RequestTooLarge, error_response, internal_error
 from trackway.http.ingest import IngestEndpoints
 from trackway.http.middleware import RequestContext
 from trackway.http.openapi import openapi_page
-from trackway.http.routes import customers, events, web
+from trackway.http.routes import clickstream, customers, events, web
 from trackway.service import Trackway
 from trackway.settings import Settings
 from trackway.store import open_store
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> Any:
             *customers.routes,
             *events.routes,
             *web.routes,
+            *clickstream.routes,
         ],
         exception_handlers={
             TrackwayError: _domain_error,

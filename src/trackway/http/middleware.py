@@ -29,6 +29,10 @@ KNOWN_ROUTES = frozenset(
         "/metrics",
         "/openapi.json",
         "/clickstream",
+        "/clickstream/stream",
+        "/clickstream/clickstream.js",
+        "/clickstream/clickstream.css",
+        "/api/v1/errors/replay",
     }
 )
 
@@ -41,6 +45,8 @@ def route_of(path: str) -> str:
         return stripped
     if path.startswith("/api/v1/customers/"):
         return "/api/v1/customers/{uuid}"
+    if path.startswith("/api/v1/errors/"):
+        return "/api/v1/errors/{id}"
     return "other"
 
 

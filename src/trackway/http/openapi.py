@@ -637,6 +637,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
 
 def build_document(settings: Settings | None = None) -> dict[str, Any]:
     """The document for a server running with `settings` (its limits appear in it)."""
+    from trackway.http import clickstream_openapi
+
     settings = settings or Settings()
     return {
         "openapi": "3.0.3",
@@ -651,7 +653,7 @@ def build_document(settings: Settings | None = None) -> dict[str, Any]:
             ),
         },
         "security": [{"basicAuth": []}],
-        "paths": _paths(settings),
+        "paths": {**_paths(settings), **clickstream_openapi.paths()},
         "components": {
             "securitySchemes": {
                 "basicAuth": {
@@ -672,7 +674,7 @@ def build_document(settings: Settings | None = None) -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 1},
                 },
             },
-            "schemas": _schemas(settings),
+            "schemas": {**_schemas(settings), **clickstream_openapi.schemas()},
         },
     }
 

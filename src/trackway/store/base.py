@@ -71,6 +71,48 @@ class CustomerRecord:
     identifiers: list[tuple[str, str]]
 
 
+@dataclass(frozen=True, slots=True)
+class ArrivedEvent:
+    """An event as the live stream reads it: `id` grows in commit order within an account."""
+
+    id: int
+    user_uuid: str
+    received_ms: int
+    timestamp_ms: int
+    body: bytes  # the stored body, as JSON
+
+
+# The end of time for an open range, in epoch ms (9999-12-31T23:59:59.999Z).
+END_OF_TIME_MS = 253402300799999
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFilter:
+    """Which rows of the error log: of one type or all, received in [start_ms, end_ms), and
+    replayed (True), pending (False) or both (None)."""
+
+    error_type: str | None = None
+    start_ms: int = 0
+    end_ms: int = END_OF_TIME_MS
+    replayed: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedError:
+    """One row of the error log."""
+
+    id: int
+    received_ms: int
+    error_type: str
+    errors: dict[str, list[str]]
+    raw: bytes
+    # Set when a replay stored the payload: when, and the uuids of its events (comma-separated).
+    replayed_ms: int | None = None
+    replayed_event_uuid: str | None = None
+    # The last replay attempt, passed or not.
+    retried_ms: int | None = None
+
+
 class Store(Protocol):
     async def open(self) -> None:
         """Create or migrate the schema and start the writer."""
@@ -166,6 +208,44 @@ class Store(Protocol):
         (timestamp_ms, id) comes after `after` and whose timestamp_ms is before `before_ms`, as
         (timestamp_ms, id, stored body as JSON). Read from the (account, event, timestamp)
         index, so paging through all of them costs one index range per page."""
+
+    # -- the clickstream page: live stream and error log ------------------------------------
+
+    async def latest_event_id(self, account: Account) -> int:
+        """A cursor at the account's newest event: every event stored later has a greater id."""
+
+    async def events_since(
+        self, account: Account, after_id: int, limit: int, event: str | None = None
+    ) -> list[ArrivedEvent]:
+        """The newest `limit` events of the account (of that name, when given) whose id is
+        greater than `after_id`, oldest first. Cheap when `after_id` is recent: it reads only
+        what was stored after it."""
+
+    async def error_page(
+        self,
+        account: Account,
+        where: ErrorFilter,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[LoggedError]:
+        """Up to `limit` rows of the error log, newest first (received_ms, then id), those
+        before the keyset cursor (received_ms, id) when one is given."""
+
+    async def count_errors(self, account: Account, where: ErrorFilter, cap: int) -> int:
+        """How many rows match, counting at most `cap`."""
+
+    async def errors_by_id(self, account: Account, ids: Sequence[int]) -> list[LoggedError]:
+        """The account's rows of those ids (others' ids and unknown ones are left out)."""
+
+    async def record_replays(
+        self,
+        account: Account,
+        replayed: Sequence[tuple[int, str]],
+        failed: Sequence[tuple[int, EventRejected]],
+        at_ms: int,
+    ) -> None:
+        """Mark rows replayed, (id, event uuids), or still failing, (id, why: the row takes the
+        new error type and messages); rows replayed already are left alone."""
 
 
 class _HasEvents(Protocol):

@@ -207,3 +207,64 @@ WHERE account_id = %s AND (customer_uuid = %s OR other_uuid = %s)
 
 -- name: delete_customer
 DELETE FROM customers WHERE account_id = %s AND (uuid = %s OR merged_into = %s)
+
+-- name: latest_event_id
+SELECT coalesce(max(id), 0) FROM events WHERE account_id = %s
+
+-- name: events_since
+-- From events_by_arrival, newest first: a poll reads only the rows stored after the cursor.
+SELECT id, user_uuid, received_ms, timestamp_ms, body::text FROM events
+WHERE account_id = %s AND id > %s
+ORDER BY id DESC LIMIT %s
+
+-- name: events_since_named
+SELECT id, user_uuid, received_ms, timestamp_ms, body::text FROM events
+WHERE account_id = %s AND id > %s AND event = %s
+ORDER BY id DESC LIMIT %s
+
+-- name: error_page
+-- Keyset pages, newest first. The two parameters before the limit: NULL for every row, true
+-- for pending rows, false for replayed ones.
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+FROM error_log
+WHERE account_id = %s AND received_ms >= %s AND received_ms < %s
+    AND (received_ms, id) < (%s, %s)
+    AND (%s::boolean IS NULL OR (replayed_ms IS NULL) = %s::boolean)
+ORDER BY received_ms DESC, id DESC LIMIT %s
+
+-- name: error_page_of_type
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+FROM error_log
+WHERE account_id = %s AND error_type = %s AND received_ms >= %s AND received_ms < %s
+    AND (received_ms, id) < (%s, %s)
+    AND (%s::boolean IS NULL OR (replayed_ms IS NULL) = %s::boolean)
+ORDER BY received_ms DESC, id DESC LIMIT %s
+
+-- name: count_errors
+SELECT count(*) FROM (
+    SELECT 1 FROM error_log
+    WHERE account_id = %s AND received_ms >= %s AND received_ms < %s
+        AND (%s::boolean IS NULL OR (replayed_ms IS NULL) = %s::boolean)
+    LIMIT %s) AS matching
+
+-- name: count_errors_of_type
+SELECT count(*) FROM (
+    SELECT 1 FROM error_log
+    WHERE account_id = %s AND error_type = %s AND received_ms >= %s AND received_ms < %s
+        AND (%s::boolean IS NULL OR (replayed_ms IS NULL) = %s::boolean)
+    LIMIT %s) AS matching
+
+-- name: errors_by_id
+SELECT e.id, e.received_ms, e.error_type, e.errors, e.raw, e.replayed_ms,
+       e.replayed_event_uuid, e.retried_ms
+FROM unnest(%s::bigint[]) AS w (id)
+JOIN error_log AS e ON e.id = w.id AND e.account_id = %s
+ORDER BY e.received_ms DESC, e.id DESC
+
+-- name: mark_error_replayed
+UPDATE error_log SET replayed_ms = %s, replayed_event_uuid = %s, retried_ms = %s
+WHERE account_id = %s AND id = %s AND replayed_ms IS NULL
+
+-- name: mark_error_failed
+UPDATE error_log SET error_type = %s, errors = %s::jsonb, retried_ms = %s
+WHERE account_id = %s AND id = %s AND replayed_ms IS NULL

@@ -33,15 +33,24 @@ from trackway.domain.batch import (
     lookups_needed,
     plan_account,
 )
-from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
+from trackway.domain.errors import (
+    AccountExists,
+    AccountNotFound,
+    EventRejected,
+    StoreUnavailable,
+)
 from trackway.domain.events import AcceptedEvent, event_type, new_event_uuid
 from trackway.domain.identity import Profile
 from trackway.domain.timestamps import day_of_ms, now_ms
 from trackway.store.base import (
+    END_OF_TIME_MS,
     Account,
+    ArrivedEvent,
     Credential,
     CustomerRecord,
+    ErrorFilter,
     IngestResult,
+    LoggedError,
     Rejection,
     StoredEvent,
     count_outcomes,
@@ -340,9 +349,7 @@ class PostgresStore:
         return (
             await conn.execute(Q["existing_event_uuids"], (needed.event_uuids, account_id)),
             await conn.execute(Q["attribute_types_of"], (needed.attribute_names, account_id)),
-            await conn.execute(
-                Q["identifiers_of_pairs"], (kinds, values, account_id, account_id)
-            ),
+            await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id, account_id)),
         )
 
     @staticmethod
@@ -627,6 +634,79 @@ class PostgresStore:
             Q["events_page"], (account.id, event, after_ms, before_ms, after_ms, after_id, limit)
         )
         return [(ts, i, body.encode()) for ts, i, body in rows]
+
+    # -- the clickstream page ------------------------------------------------------------
+
+    async def latest_event_id(self, account: Account) -> int:
+        return int((await self._fetch(Q["latest_event_id"], (account.id,)))[0][0])
+
+    async def events_since(
+        self, account: Account, after_id: int, limit: int, event: str | None = None
+    ) -> list[ArrivedEvent]:
+        if event is None:
+            rows = await self._fetch(Q["events_since"], (account.id, after_id, limit))
+        else:
+            rows = await self._fetch(Q["events_since_named"], (account.id, after_id, event, limit))
+        return [ArrivedEvent(i, u, r, t, body.encode()) for i, u, r, t, body in reversed(rows)]
+
+    async def error_page(
+        self,
+        account: Account,
+        where: ErrorFilter,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[LoggedError]:
+        before_ms, before_id = before or (END_OF_TIME_MS, 2**63 - 1)
+        pending = None if where.replayed is None else not where.replayed
+        tail = (before_ms, before_id, pending, pending, limit)
+        if where.error_type is None:
+            sql, params = Q["error_page"], (account.id, where.start_ms, where.end_ms, *tail)
+        else:
+            sql = Q["error_page_of_type"]
+            params = (account.id, where.error_type, where.start_ms, where.end_ms, *tail)
+        return [
+            LoggedError(*row[:4], bytes(row[4]), *row[5:]) for row in await self._fetch(sql, params)
+        ]
+
+    async def count_errors(self, account: Account, where: ErrorFilter, cap: int) -> int:
+        pending = None if where.replayed is None else not where.replayed
+        tail = (where.start_ms, where.end_ms, pending, pending, cap)
+        if where.error_type is None:
+            rows = await self._fetch(Q["count_errors"], (account.id, *tail))
+        else:
+            rows = await self._fetch(
+                Q["count_errors_of_type"], (account.id, where.error_type, *tail)
+            )
+        return int(rows[0][0])
+
+    async def errors_by_id(self, account: Account, ids: Sequence[int]) -> list[LoggedError]:
+        rows = await self._fetch(Q["errors_by_id"], (sorted(set(ids)), account.id))
+        return [LoggedError(*row[:4], bytes(row[4]), *row[5:]) for row in rows]
+
+    async def record_replays(
+        self,
+        account: Account,
+        replayed: Sequence[tuple[int, str]],
+        failed: Sequence[tuple[int, EventRejected]],
+        at_ms: int,
+    ) -> None:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> None:
+            cursor = conn.cursor()
+            if replayed:
+                await cursor.executemany(
+                    Q["mark_error_replayed"],
+                    [(at_ms, uuids, at_ms, account.id, i) for i, uuids in replayed],
+                )
+            if failed:
+                await cursor.executemany(
+                    Q["mark_error_failed"],
+                    [
+                        (why.error_type, _encode(why.errors).decode(), at_ms, account.id, i)
+                        for i, why in failed
+                    ],
+                )
+
+        await self._transaction(work)
 
 
 async def _customer(

@@ -164,3 +164,65 @@ WHERE account_id = ? AND (customer_uuid = ? OR other_uuid = ?)
 
 -- name: delete_customer
 DELETE FROM customers WHERE account_id = ? AND (uuid = ? OR merged_into = ?)
+
+-- name: latest_event_id
+-- The newest id of all accounts: SQLite gives every new row a greater rowid, so it is a cursor
+-- every later event of any account passes.
+SELECT coalesce(max(id), 0) FROM events
+
+-- name: events_since
+-- The rowid range after the cursor, newest first. The unary + keeps SQLite off the account's
+-- indexes: a poll reads only the rows stored since the previous one.
+SELECT id, user_uuid, received_ms, timestamp_ms, body FROM events
+WHERE id > ? AND +account_id = ?
+ORDER BY id DESC LIMIT ?
+
+-- name: events_since_named
+SELECT id, user_uuid, received_ms, timestamp_ms, body FROM events
+WHERE id > ? AND +account_id = ? AND +event = ?
+ORDER BY id DESC LIMIT ?
+
+-- name: error_page
+-- Keyset pages, newest first, from error_log_by_time (its rowid orders ties by id). The last
+-- two parameters: NULL for every row, 1 for pending rows, 0 for replayed ones.
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+FROM error_log
+WHERE account_id = ? AND received_ms >= ? AND received_ms < ?
+    AND received_ms <= ? AND (received_ms < ? OR id < ?)
+    AND (? IS NULL OR (replayed_ms IS NULL) = ?)
+ORDER BY received_ms DESC, id DESC LIMIT ?
+
+-- name: error_page_of_type
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+FROM error_log
+WHERE account_id = ? AND error_type = ? AND received_ms >= ? AND received_ms < ?
+    AND received_ms <= ? AND (received_ms < ? OR id < ?)
+    AND (? IS NULL OR (replayed_ms IS NULL) = ?)
+ORDER BY received_ms DESC, id DESC LIMIT ?
+
+-- name: count_errors
+SELECT count(*) FROM (
+    SELECT 1 FROM error_log
+    WHERE account_id = ? AND received_ms >= ? AND received_ms < ?
+        AND (? IS NULL OR (replayed_ms IS NULL) = ?)
+    LIMIT ?)
+
+-- name: count_errors_of_type
+SELECT count(*) FROM (
+    SELECT 1 FROM error_log
+    WHERE account_id = ? AND error_type = ? AND received_ms >= ? AND received_ms < ?
+        AND (? IS NULL OR (replayed_ms IS NULL) = ?)
+    LIMIT ?)
+
+-- name: errors_by_id
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+FROM error_log WHERE account_id = ? AND id IN ({marks})
+ORDER BY received_ms DESC, id DESC
+
+-- name: mark_error_replayed
+UPDATE error_log SET replayed_ms = ?, replayed_event_uuid = ?, retried_ms = ?
+WHERE account_id = ? AND id = ? AND replayed_ms IS NULL
+
+-- name: mark_error_failed
+UPDATE error_log SET error_type = ?, errors = ?, retried_ms = ?
+WHERE account_id = ? AND id = ? AND replayed_ms IS NULL

@@ -16,19 +16,36 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from trackway.domain.errors import AccountExists, AccountNotFound, StoreUnavailable
+from trackway.domain.errors import (
+    AccountExists,
+    AccountNotFound,
+    EventRejected,
+    StoreUnavailable,
+)
 from trackway.domain.events import STANDARD_EVENTS, AcceptedEvent
 from trackway.domain.timestamps import now_ms
 from trackway.store.base import (
+    END_OF_TIME_MS,
     Account,
+    ArrivedEvent,
     Credential,
     CustomerRecord,
+    ErrorFilter,
     IngestResult,
+    LoggedError,
     Rejection,
     StoredEvent,
 )
 from trackway.store.queries import migration_files
-from trackway.store.sqlite.writer import STOP, Job, Q, Writer, unavailable
+from trackway.store.sqlite.writer import (
+    IN_LIST,
+    STOP,
+    Job,
+    Q,
+    Writer,
+    _in_list_sql,
+    unavailable,
+)
 
 log = logging.getLogger("trackway.store")
 
@@ -365,6 +382,86 @@ class SQLiteStore:
         rows = await self._read(lambda conn: conn.execute(Q["events_page"], params).fetchall())
         return [(ts, i, bytes(body)) for ts, i, body in rows]
 
+    # -- the clickstream page ------------------------------------------------------------
+
+    async def latest_event_id(self, account: Account) -> int:
+        row = await self._read(lambda conn: conn.execute(Q["latest_event_id"]).fetchone())
+        return int(row[0])
+
+    async def events_since(
+        self, account: Account, after_id: int, limit: int, event: str | None = None
+    ) -> list[ArrivedEvent]:
+        if event is None:
+            sql, params = Q["events_since"], (after_id, account.id, limit)
+        else:
+            sql, params = Q["events_since_named"], (after_id, account.id, event, limit)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [ArrivedEvent(i, u, r, t, bytes(body)) for i, u, r, t, body in reversed(rows)]
+
+    async def error_page(
+        self,
+        account: Account,
+        where: ErrorFilter,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[LoggedError]:
+        before_ms, before_id = before or (END_OF_TIME_MS, 2**63 - 1)
+        state = _replayed_param(where.replayed)
+        tail = (before_ms, before_ms, before_id, state, state, limit)
+        if where.error_type is None:
+            sql, params = Q["error_page"], (account.id, where.start_ms, where.end_ms, *tail)
+        else:
+            sql = Q["error_page_of_type"]
+            params = (account.id, where.error_type, where.start_ms, where.end_ms, *tail)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_logged_error(row) for row in rows]
+
+    async def count_errors(self, account: Account, where: ErrorFilter, cap: int) -> int:
+        state = _replayed_param(where.replayed)
+        if where.error_type is None:
+            sql = Q["count_errors"]
+            params: tuple[Any, ...] = (account.id, where.start_ms, where.end_ms, state, state, cap)
+        else:
+            sql = Q["count_errors_of_type"]
+            params = (account.id, where.error_type, where.start_ms, where.end_ms, state, state, cap)
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        return int(row[0])
+
+    async def errors_by_id(self, account: Account, ids: Sequence[int]) -> list[LoggedError]:
+        def read(conn: sqlite3.Connection) -> list[LoggedError]:
+            found: list[LoggedError] = []
+            unique = sorted(set(ids))
+            for start in range(0, len(unique), IN_LIST):
+                chunk = unique[start : start + IN_LIST]
+                sql = _in_list_sql("errors_by_id", len(chunk))
+                found += [_logged_error(row) for row in conn.execute(sql, (account.id, *chunk))]
+            found.sort(key=lambda e: (e.received_ms, e.id), reverse=True)
+            return found
+
+        return await self._read(read)
+
+    async def record_replays(
+        self,
+        account: Account,
+        replayed: Sequence[tuple[int, str]],
+        failed: Sequence[tuple[int, EventRejected]],
+        at_ms: int,
+    ) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                Q["mark_error_replayed"],
+                [(at_ms, uuids, at_ms, account.id, i) for i, uuids in replayed],
+            )
+            conn.executemany(
+                Q["mark_error_failed"],
+                [
+                    (why.error_type, msgspec.json.encode(why.errors), at_ms, account.id, i)
+                    for i, why in failed
+                ],
+            )
+
+        await self._write(write)
+
 
 def delete_customer_rows(conn: sqlite3.Connection, account_id: int, uuid: str) -> int | None:
     customer = _customer(conn, account_id, uuid)
@@ -396,6 +493,18 @@ def _customer(conn: sqlite3.Connection, account_id: int, uuid: str) -> CustomerR
         created,
         updated,
         [(k, v) for k, v in identifiers],
+    )
+
+
+def _replayed_param(replayed: bool | None) -> int | None:
+    # error_page's state parameter compares with (replayed_ms IS NULL): 1 means pending.
+    return None if replayed is None else int(not replayed)
+
+
+def _logged_error(row: Any) -> LoggedError:
+    i, received, error_type, errors, raw, replayed, uuids, retried = row
+    return LoggedError(
+        i, received, error_type, _decode(errors), bytes(raw), replayed, uuids, retried
     )
 
 
