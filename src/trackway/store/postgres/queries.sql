@@ -218,8 +218,13 @@ WHERE account_id = %s AND id > %s
 ORDER BY id DESC LIMIT %s
 
 -- name: events_since_named
-SELECT id, user_uuid, received_ms, timestamp_ms, body::text FROM events
-WHERE account_id = %s AND id > %s AND event = %s
+-- Filtered from the account's newest events after the cursor (events_by_arrival), never read
+-- through the name's index: a name with millions of events would cost a sort at every poll.
+SELECT id, user_uuid, received_ms, timestamp_ms, body::text FROM (
+    SELECT id, user_uuid, received_ms, timestamp_ms, body, event FROM events
+    WHERE account_id = %s AND id > %s
+    ORDER BY id DESC LIMIT 20000) AS recent
+WHERE event = %s
 ORDER BY id DESC LIMIT %s
 
 -- name: error_page

@@ -193,8 +193,10 @@ WHERE account_id = ? AND received_ms >= ? AND received_ms < ?
 ORDER BY received_ms DESC, id DESC LIMIT ?
 
 -- name: error_page_of_type
+-- The type's own index, even where the planner would walk the time index: a rare type would
+-- cost a walk over the whole log.
 SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
-FROM error_log
+FROM error_log INDEXED BY error_log_by_type
 WHERE account_id = ? AND error_type = ? AND received_ms >= ? AND received_ms < ?
     AND received_ms <= ? AND (received_ms < ? OR id < ?)
     AND (? IS NULL OR (replayed_ms IS NULL) = ?)
