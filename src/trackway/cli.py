@@ -267,13 +267,21 @@ def keys() -> None:
 @click.option("--kind", type=click.Choice(KEY_KINDS), required=True)
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def keys_rotate(account: str, kind: str, database_url: str, as_json: bool) -> None:
-    """Give ACCOUNT (name or uuid) a new key of KIND; the old one stops working."""
+@click.option(
+    "--grace",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Seconds the old key keeps working, so that senders can switch over.",
+)
+def keys_rotate(account: str, kind: str, database_url: str, as_json: bool, grace: int) -> None:
+    """Give ACCOUNT (name or uuid) a new key of KIND; the old one stops working after --grace
+    seconds (and within 5 s more in running servers, whose credential cache lasts that long)."""
     key = new_key()
 
     async def rotate(store: Store) -> str:
         found = await store.find_account(account)
-        await store.replace_key(found, kind, hash_key(key))
+        await store.replace_key(found, kind, hash_key(key), grace * 1000)
         return found.uuid
 
     account_uuid = with_store(database_url, rotate)

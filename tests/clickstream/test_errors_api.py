@@ -306,6 +306,22 @@ def test_replay_by_ids_and_one_tenant_never_touches_another(deployment: Deployme
     assert statuses == {ids[0]: "pending", ids[1]: "replayed", ids[2]: "pending"}
     assert [e["n"] for e in history(deployment, a, name)] == [1]
 
+    # A page of another site cannot make a signed-in browser replay.
+    for cross_site in (
+        {"Origin": "https://evil.example"},
+        {"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"},
+    ):
+        answer = client.post(
+            REPLAY_URL, content=b'{"all": true}', headers={**basic(a.user_key), **cross_site}
+        )
+        assert answer.status_code == 403
+    assert errors_page(client, a, status="pending")["total"] == 2
+    same_site = {"Origin": deployment.server.url, "Sec-Fetch-Site": "same-origin"}
+    answer = client.post(
+        REPLAY_URL, json={"ids": [ids[0]]}, headers={**basic(a.user_key), **same_site}
+    )
+    assert answer.status_code == 200 and answer.json()["replayed"] == 1
+
     bad = client.post(REPLAY_URL, json={}, headers=basic(a.user_key))
     assert bad.status_code == 400 and "ids" in bad.json()["errors"]
     bad = client.post(REPLAY_URL, json={"ids": ["x"]}, headers=basic(a.user_key))

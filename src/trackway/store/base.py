@@ -143,7 +143,10 @@ class Store(Protocol):
     async def find_account(self, ref: str) -> Account:
         """By name or uuid; raises AccountNotFound."""
 
-    async def replace_key(self, account: Account, kind: str, key_hash: str) -> None: ...
+    async def replace_key(
+        self, account: Account, kind: str, key_hash: str, grace_ms: int = 0
+    ) -> None:
+        """A new current key of `kind`; the current one keeps working `grace_ms` more."""
 
     async def set_verification_secret(self, account: Account, secret: str | None) -> None: ...
 

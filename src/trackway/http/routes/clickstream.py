@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -146,8 +147,23 @@ async def one_error(request: Request) -> Response:
     return json_response(error_document(row))
 
 
+def same_origin(request: Request) -> bool:
+    """False for a browser's request from another site: a page there could otherwise make the
+    browser replay with the Basic credentials it keeps for this one (a text/plain form can
+    carry a JSON body). Clients that are not browsers send no Origin."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:  # every current browser says, whatever proxies do to Host
+        return fetch_site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
+
+
 async def replay(request: Request) -> Response:
     account = await user_account(request)
+    if not same_origin(request):
+        raise PermissionDenied()
     params = await parameters(request)
     ids = replay_ids(params.get("ids"))
     log = ErrorLog(trackway_of(request).store)

@@ -487,11 +487,13 @@ class PostgresStore:
         except psycopg.errors.UniqueViolation:
             raise AccountExists(f"an account named {name!r} exists already") from None
 
-    async def replace_key(self, account: Account, kind: str, key_hash: str) -> None:
+    async def replace_key(
+        self, account: Account, kind: str, key_hash: str, grace_ms: int = 0
+    ) -> None:
         now = now_ms()
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(Q["expire_keys"], (now, account.id, kind))
+            await conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind))
             await conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
 
         await self._transaction(work)

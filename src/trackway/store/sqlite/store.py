@@ -219,11 +219,13 @@ class SQLiteStore:
 
         return await self._write(write)
 
-    async def replace_key(self, account: Account, kind: str, key_hash: str) -> None:
+    async def replace_key(
+        self, account: Account, kind: str, key_hash: str, grace_ms: int = 0
+    ) -> None:
         now = now_ms()
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(Q["expire_keys"], (now, account.id, kind))
+            conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind))
             conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
 
         await self._write(write)
