@@ -139,9 +139,7 @@ def test_rejections_are_logged_and_counted(store_run: Any) -> None:
         log = await store.error_log(account)
         assert [(e["error_type"], e["raw"]) for e in log] == [("missing_identifier", b"{}")]
         day = __import__("trackway.domain.timestamps", fromlist=["day_of_ms"]).day_of_ms(received)
-        assert await store.daily_error_counts(account, day, day) == [
-            (day, "missing_identifier", 1)
-        ]
+        assert await store.daily_error_counts(account, day, day) == [(day, "missing_identifier", 1)]
 
     store_run(work)
 
@@ -165,8 +163,10 @@ def test_identity_merge_and_conflict(store_run: Any) -> None:
         await store.ingest(account, [event(cookie="ck", event="view")])
         anonymous = await store.customer_by_identifier(account, "cookie", "ck")
         assert anonymous is not None and anonymous.customer_id is None
-        await store.ingest(account, [event(cookie="ck", customer_id="7", email="A@x.io",
-                                           event="identify", name="Ann")])
+        await store.ingest(
+            account,
+            [event(cookie="ck", customer_id="7", email="A@x.io", event="identify", name="Ann")],
+        )
         known = await store.customer_by_identifier(account, "customer_id", "7")
         assert known is not None and known.attributes == {"name": "Ann"}
         # The anonymous profile was taken over (or merged): its uuid answers for the customer.
@@ -287,5 +287,18 @@ def test_events_page_keyset(store_run: Any) -> None:
         before = await store.events_page(account, "view", (0, 0), rows[-1][0], 10)
         assert len(before) == 6  # before_ms is exclusive
         assert await store.events_page(account, "view", rows[-1][:2], 2**62, 10) == []
+
+    store_run(work)
+
+
+def test_rotated_key_keeps_working_for_its_grace_period(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store, "graceful")
+        await store.replace_key(account, "user", hash_key("u2"), grace_ms=60_000)
+        old = await store.credential(hash_key("graceful-u"))
+        assert old is not None and old.account == account  # still in its grace period
+        assert (await store.credential(hash_key("u2"))) is not None
+        await store.replace_key(account, "event", hash_key("e2"), grace_ms=0)
+        assert await store.credential(hash_key("graceful-e")) is None
 
     store_run(work)
