@@ -72,7 +72,9 @@ MAX_BATCH_EVENTS = 20000
 MAX_RAW_BYTES = 64 * 1024
 # Months of partitions created ahead at start: this one and the next few.
 PARTITIONS_AHEAD = 3
-POOL_TIMEOUT_SECONDS = 3.0
+POOL_TIMEOUT_SECONDS = 2.0
+# After a failed group commit, the writer answers 503 at once for this long before it tries again.
+RETRY_PAUSE_SECONDS = 1.0
 
 _encode = msgspec.json.Encoder().encode
 _DAY_MS = 86_400_000
@@ -122,6 +124,8 @@ class PostgresStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._partitions: set[str] = set()
+        # Until when (monotonic seconds) the writer answers 503 without trying the database.
+        self._down_until = 0.0
 
     # -- connections ---------------------------------------------------------------------
 
@@ -260,6 +264,13 @@ class PostgresStore:
                 return
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
+        if time.monotonic() < self._down_until:
+            # The database just failed: answer at once rather than each batch waiting out the
+            # pool's timeout in turn; the first batch after the pause tries again.
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(StoreUnavailable("PostgreSQL is unreachable"))
+            return
         try:
             months = {_month_start(e.timestamp_ms) for job in jobs for e in job.events}
             await self._ensure_partitions(sorted(months))
@@ -268,7 +279,9 @@ class PostgresStore:
                 results = await self._write_ingest(conn, jobs)
             observe_batch(jobs, results, time.perf_counter() - started)
         except BaseException as exc:
-            if not isinstance(exc, StoreUnavailable | asyncio.CancelledError):
+            if isinstance(exc, StoreUnavailable):
+                self._down_until = time.monotonic() + RETRY_PAUSE_SECONDS
+            elif not isinstance(exc, asyncio.CancelledError):
                 log.exception("group commit failed")
             for job in jobs:
                 if not job.future.done():
