@@ -71,6 +71,7 @@ MAX_NESTING = 32
 _LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 BLANK = "can't be blank"
+NUL_MESSAGE = "must not contain NUL characters (\\u0000)"
 NOT_VALID = "is not valid"
 NO_IDENTIFIER = "customer_id, email, device_id or cookie must be present"
 
@@ -139,7 +140,28 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise EventRejected("parsing_error", {"body": ["is not valid JSON"]}) from None
     if not isinstance(value, dict):
         raise EventRejected("parsing_error", {"body": ["is not valid JSON"]})
+    # JSON text can only carry NUL as the escape \u0000: look further only when it is there.
+    if b"\\u0000" in raw and holds_nul(value):
+        raise EventRejected("parsing_error", {"body": [NUL_MESSAGE]})
     return value
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string or key of a decoded JSON value: PostgreSQL
+    cannot store one, so no backend takes one."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def decode_event_body(

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 import msgspec
 
 from trackway.domain.errors import EventRejected
+from trackway.domain.events import NUL_MESSAGE, holds_nul
 
 _RENAMED = {"e": "event", "k": "cookie", "u": "url", "r": "referrer", "t": "timestamp"}
 _IGNORED = frozenset({"x", "z"})
@@ -51,6 +52,8 @@ def pixel_body(
 ) -> dict[str, Any]:
     """The event body the pixel's parameters describe; the request's user agent, IP and
     referrer fill `user_agent`, `ip` and `referrer` when the parameters do not carry them."""
+    if any("\x00" in name or "\x00" in value for name, value in parameters):
+        raise EventRejected("parsing_error", {"query": [NUL_MESSAGE]})
     body: dict[str, Any] = {}
     bad_json: dict[str, list[str]] = {}
     for name, value in parameters:
@@ -63,9 +66,13 @@ def pixel_body(
                 continue
         elif name.endswith("_json") and len(name) > 5:
             try:
-                body[name[:-5]] = msgspec.json.decode(value)
+                decoded = msgspec.json.decode(value)
             except (msgspec.DecodeError, RecursionError, ValueError):
                 bad_json[name] = ["is not valid JSON"]
+                continue
+            if "\\u0000" in value and holds_nul(decoded):
+                raise EventRejected("parsing_error", {name: [NUL_MESSAGE]})
+            body[name[:-5]] = decoded
             continue
         body[name] = value
     if bad_json:

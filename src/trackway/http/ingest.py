@@ -12,7 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from trackway.domain.errors import EventRejected, StoreUnavailable, TrackwayError
+from trackway.domain.errors import EventRejected, InvalidRequest, StoreUnavailable, TrackwayError
+from trackway.domain.events import NUL_MESSAGE
 from trackway.domain.pixel import (
     PIXEL_GIF,
     logged_query,
@@ -140,6 +141,11 @@ class IngestEndpoints:
             receive = receive_in_time(receive, self.body_timeout)
         handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
         if handler is None:
+            if scope["type"] == "http" and (
+                "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+            ):
+                await self.refuse_nul(scope, send)
+                return
             await self.fallback(scope, receive, send)
             return
         try:
@@ -160,6 +166,16 @@ class IngestEndpoints:
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
             status, payload, headers = internal_error()
+        await _send(send, status, payload, [*_JSON_HEADERS, *headers])
+
+    async def refuse_nul(self, scope: dict[str, Any], send: Any) -> None:
+        """No stored name, uuid or identifier holds a NUL (PostgreSQL text cannot): a path with
+        one names nothing (404), a query parameter with one is refused (400)."""
+        if "\x00" in scope["path"]:
+            status, payload, headers = 404, json_body({"message": "Not found"}), []
+        else:
+            refused = InvalidRequest({"query": [NUL_MESSAGE]})
+            status, payload, headers = error_response(refused) or internal_error()
         await _send(send, status, payload, [*_JSON_HEADERS, *headers])
 
     async def post_event(self, credential: Credential, body: bytes) -> Response:

@@ -89,6 +89,9 @@ def _month_start(ms: int) -> datetime:
     return datetime(dt.year, dt.month, 1, tzinfo=UTC)
 
 
+_YEAR_10000_MS = 253_402_300_800_000
+
+
 def _next_month(dt: datetime) -> datetime:
     return datetime(dt.year + dt.month // 12, dt.month % 12 + 1, 1, tzinfo=UTC)
 
@@ -225,7 +228,12 @@ class PostgresStore:
         for month in missing:
             name = partition_name(month)
             start = int(month.timestamp() * 1000)
-            end = int(_next_month(month).timestamp() * 1000)
+            # December 9999 has no next month in datetime: its partition ends at year 10000.
+            end = (
+                _YEAR_10000_MS
+                if (month.year, month.month) == (9999, 12)
+                else int(_next_month(month).timestamp() * 1000)
+            )
             async with self._connection() as conn:
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
                 await conn.execute(
