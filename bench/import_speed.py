@@ -130,7 +130,8 @@ def import_once(source: Path, database: str, profile: Path | None) -> tuple[dict
     wall = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"trackway import exited {result.returncode}:\n{result.stderr}")
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    # The summary is the last JSON line (py-spy, when profiling, prints lines of its own).
+    summary = json.loads([x for x in result.stdout.splitlines() if x.startswith("{")][-1])
     return summary, wall
 
 

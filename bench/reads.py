@@ -91,7 +91,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def time_reads(url: str, user_key: str, customers: int, requests: int) -> dict[str, list[float]]:
+def time_reads(
+    url: str,
+    user_key: str,
+    customers: int,
+    requests: int,
+    names: list[str] | None = None,
+    now: float | None = None,
+) -> dict[str, list[float]]:
+    """Per endpoint, the latency (ms) of `requests` sequential calls. `names`: the event names
+    stored (default NAMES); `now`: the end of the stored history in Unix seconds (default the
+    present), so that summary's random 7-day windows fall on stored days."""
+    names = names or NAMES
+    now = time.time() if now is None else now
     auth = {"Authorization": "Basic " + base64.b64encode(f"{user_key}:".encode()).decode()}
     rng = random.Random(11)
     timings: dict[str, list[float]] = {"history": [], "show_events": [], "summary": []}
@@ -103,7 +115,7 @@ def time_reads(url: str, user_key: str, customers: int, requests: int) -> dict[s
             uuids.append(found.json()["customer"]["uuid"])
         calls = {
             "history": lambda: client.get(
-                "/api/v1/event/history", params={"event_name": rng.choice(NAMES)}
+                "/api/v1/event/history", params={"event_name": rng.choice(names)}
             ),
             "show_events": lambda: client.get(
                 "/api/v1/customer_search/show_events", params={"uuid": rng.choice(uuids)}
@@ -113,7 +125,7 @@ def time_reads(url: str, user_key: str, customers: int, requests: int) -> dict[s
                 params={
                     "timestamp_start": time.strftime(
                         "%Y-%m-%dT00:00:00Z",
-                        time.gmtime(time.time() - rng.randrange(1, 90) * 86400),
+                        time.gmtime(now - rng.randrange(1, 90) * 86400),
                     )
                 },
             ),
