@@ -121,7 +121,10 @@ SELECT uuid, customer_id, email, merged_into, attributes, subscriptions, created
 FROM customers WHERE account_id = ? AND uuid = ?
 
 -- name: identifiers_of_customer
-SELECT kind, value FROM identifiers WHERE account_id = ? AND customer_uuid = ?
+-- Named, since without ANALYZE statistics SQLite takes the primary key's account_id prefix and
+-- scans every identifier of the account.
+SELECT kind, value FROM identifiers INDEXED BY identifiers_by_customer
+WHERE account_id = ? AND customer_uuid = ?
 ORDER BY created_ms, value
 
 -- name: customer_events
