@@ -135,3 +135,53 @@ def test_now_ms_is_epoch_milliseconds():
     value = now_ms()
     after = time.time_ns() // 1_000_000
     assert before <= value <= after
+
+
+def _general(value: str) -> tuple[str, int] | None:
+    """The general parser alone: the canonical fast path skipped (a space in front makes the
+    string longer than 24, and the general parser strips it)."""
+    return parse_timestamp(" " + value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024-03-03T00:00:25.104Z",
+        "1970-01-01T00:00:00.000Z",
+        "9999-12-31T23:59:59.999Z",
+        "2020-02-29T12:00:00.001Z",
+        "2021-02-29T12:00:00.000Z",  # not a day
+        "2021-13-01T12:00:00.000Z",
+        "2021-00-10T12:00:00.000Z",
+        "2021-01-00T12:00:00.000Z",
+        "2021-01-01T24:00:00.000Z",
+        "2021-01-01T23:60:00.000Z",
+        "2021-01-01T23:59:60.000Z",  # no leap seconds
+        "1969-12-31T23:59:59.999Z",
+        "0000-01-01T00:00:00.000Z",
+        "2021-01-01t12:00:00.000Z",
+        "2021-01-01 12:00:00.000Z",
+        "2021-01-01T12:00:00.000z",
+        "2021-01-01T12:00:00,000Z",
+        "2021-01-01T12:00:00.0a0Z",
+        "2021-01-01T12:00:0٣.000Z",  # an Arabic-Indic digit
+        "２021-01-01T12:00:00.000Z",  # a fullwidth digit
+        "2021-01-01T12:00:00.+00Z",
+        "2021-01-01T1 :00:00.000Z",
+        "-021-01-01T12:00:00.000Z",
+        "2021/01/01T12:00:00.000Z",
+        "2021-01-01T12:00:00.000+",
+        "2021-01-01T12-00:00.000Z",
+    ],
+)
+def test_the_canonical_fast_path_answers_as_the_general_parser(value: str) -> None:
+    assert len(value) == 24
+    assert parse_timestamp(value) == _general(value)
+
+
+def test_the_canonical_fast_path_agrees_on_every_hour_of_a_year() -> None:
+    start = 1704067200000  # 2024-01-01T00:00:00Z
+    for hour in range(366 * 24):
+        ms = start + hour * 3_600_000 + 59 * 60_000 + 58_999
+        text = format_ms(ms)
+        assert parse_timestamp(text) == (text, ms) == _general(text)

@@ -53,6 +53,10 @@ def parse_timestamp(value: Any) -> tuple[str, int] | None:
         return format_ms(ms), ms
     if not isinstance(value, str):
         return None
+    if len(value) == 24:
+        canonical = _parse_canonical(value)
+        if canonical is not None:
+            return value, canonical
     match = _ISO_RE.fullmatch(value.strip())
     if match is None:
         return None
@@ -76,3 +80,42 @@ def parse_timestamp(value: Any) -> tuple[str, int] | None:
         text += "." + fraction
         ms += int(fraction[:3].ljust(3, "0"))
     return text + "Z", ms
+
+
+def _parse_canonical(value: str) -> int | None:
+    """Epoch ms of '2024-03-03T00:00:25.104Z', the form this API writes and most clients send,
+    without the general parser; None for anything else (the general parser decides)."""
+    if (
+        value[23] != "Z"
+        or value[19] != "."
+        or value[16] != ":"
+        or value[13] != ":"
+        or not value.isascii()
+    ):
+        return None
+    hour = _hour_ms(value[:13])
+    digits = value[14:16] + value[17:19] + value[20:23]
+    if hour is None or not digits.isdigit():
+        return None
+    minute, second = int(digits[:2]), int(digits[2:4])
+    if minute > 59 or second > 59:
+        return None
+    return hour + (minute * 60 + second) * 1000 + int(digits[4:])
+
+
+@lru_cache(maxsize=4096)
+def _hour_ms(prefix: str) -> int | None:
+    """'2024-03-03T00' → epoch ms of that hour (UTC), None when it is not one."""
+    if prefix[4] != "-" or prefix[7] != "-" or prefix[10] != "T":
+        return None
+    digits = prefix[:4] + prefix[5:7] + prefix[8:10] + prefix[11:13]
+    if not digits.isdigit():
+        return None
+    try:
+        dt = datetime(int(digits[:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:]),
+                      tzinfo=UTC)  # fmt: skip
+    except ValueError:
+        return None
+    if dt.year < 1970:
+        return None
+    return int(dt.timestamp()) * 1000
