@@ -306,3 +306,40 @@ def test_subscription_groups_update_the_profile_subscriptions():
     r.resolve(event(cookie="ck", subscription_groups=[{"id": "promo", "subscribed": True}]))
     assert r.profiles[owner].subscriptions == {"news": True, "promo": True}
     assert r.profiles[owner].attributes == {}
+
+
+def test_chains_of_merges_leave_every_identifier_on_a_live_profile() -> None:
+    """Anonymous profiles merged into each other, then into an identified one, in one batch:
+    every identifier, stored or new, ends on a profile that still exists, each new identifier
+    is recorded on the profile the index gives it, and every merge is recorded once."""
+    import random
+
+    rng = random.Random(5)
+    for _ in range(200):
+        r = resolver(
+            stored("s1", cookie_seen=1),
+            stored("s2", customer_id="c-2"),
+            index={("cookie", "k0"): "s1", ("customer_id", "c-2"): "s2"},
+        )
+        owners = []
+        for _ in range(30):
+            body: dict[str, Any] = {}
+            for kind, values in (
+                ("customer_id", ["c-1", "c-2", "c-3"]),
+                ("email", ["a@example.com", "b@example.com"]),
+                ("device_id", ["d0", "d1", "d2", "d3"]),
+                ("cookie", ["k0", "k1", "k2", "k3"]),
+            ):
+                if rng.random() < 0.35:
+                    body[kind] = rng.choice(values)
+            if not body:
+                body["cookie"] = rng.choice(["k0", "k1"])
+            owners.append(r.resolve(event(**body)))
+        assert all(r.final(o) in r.profiles for o in owners)
+        assert set(r.index.values()) <= set(r.profiles)
+        for kind, value, uuid, _ in r.new_identifiers:
+            assert uuid in r.profiles
+            assert r.index[(kind, value)] == uuid
+        losers = [m.loser for m in r.merges]
+        assert len(losers) == len(set(losers))
+        assert not set(losers) & set(r.profiles)
