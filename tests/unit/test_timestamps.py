@@ -165,7 +165,7 @@ def _general(value: str) -> tuple[str, int] | None:
         "2021-01-01T12:00:00,000Z",
         "2021-01-01T12:00:00.0a0Z",
         "2021-01-01T12:00:0٣.000Z",  # an Arabic-Indic digit
-        "２021-01-01T12:00:00.000Z",  # a fullwidth digit
+        "\uff12021-01-01T12:00:00.000Z",  # a fullwidth digit
         "2021-01-01T12:00:00.+00Z",
         "2021-01-01T1 :00:00.000Z",
         "-021-01-01T12:00:00.000Z",
