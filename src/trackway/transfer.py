@@ -39,11 +39,13 @@ from trackway.store import Account, IngestResult, Rejection, Store, open_store
 # Fixed forever: derived event_uuids must come out the same in every version.
 IMPORT_NAMESPACE = uuid.UUID("5c1d7c52-6f4e-4f0b-9a57-0c3b1f6a2d91")
 # Events per store call, each one group commit (the writer never splits a call): bigger
-# transactions amortise the commit and its checkpoint. Measured on 1M events
-# (scratch runs of `trackway import --batch-size N`): 14,470 events/s at 20,000, 16,311 at
-# 50,000, 16,516 at 100,000.
-BATCH_EVENTS = 50_000
-MAX_BATCH_EVENTS = 200_000
+# transactions amortise the commit, its checkpoint, and the index pages a batch rewrites.
+# Measured on 1M events (`trackway import --batch-size N`, 64 MiB writer cache): 14,470
+# events/s at 20,000, 16,311 at 50,000, 16,516 at 100,000; the gap grows with the database
+# (see WRITER_CACHE_KIB in store/sqlite/writer.py). Each batch holds SQLite's write lock for its
+# transaction: a server writing to the same file waits meanwhile (--batch-size lowers it).
+BATCH_EVENTS = 100_000
+MAX_BATCH_EVENTS = 500_000
 # Batches handed to the store and not yet committed; the next one is read meanwhile.
 IN_FLIGHT = 2
 # Export: stored events held at once across every event name's page.
