@@ -9,7 +9,7 @@ SELECT pg_advisory_xact_lock(7312, %s::int)
 
 -- name: existing_event_uuids
 SELECT u.event_uuid
-FROM unnest(%s::text[]) AS w (event_uuid)
+FROM unnest(%b::text[]) AS w (event_uuid)
 CROSS JOIN LATERAL (
     SELECT event_uuid FROM event_uuids
     WHERE account_id = %s AND event_uuid = w.event_uuid
@@ -18,7 +18,7 @@ CROSS JOIN LATERAL (
 
 -- name: attribute_types_of
 SELECT t.name, t.type
-FROM unnest(%s::text[]) AS w (name)
+FROM unnest(%b::text[]) AS w (name)
 CROSS JOIN LATERAL (
     SELECT name, type FROM attribute_types WHERE account_id = %s AND name = w.name OFFSET 0
 ) AS t
@@ -27,7 +27,7 @@ CROSS JOIN LATERAL (
 -- Each known identifier with the profile it points at (profiles repeat; one round trip).
 SELECT i.kind, i.value, c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions,
        c.created_ms, c.updated_ms
-FROM unnest(%s::text[], %s::text[]) AS w (kind, value)
+FROM unnest(%b::text[], %b::text[]) AS w (kind, value)
 CROSS JOIN LATERAL (
     SELECT kind, value, customer_uuid FROM identifiers
     WHERE account_id = %s AND kind = w.kind AND value = w.value
@@ -39,23 +39,30 @@ CROSS JOIN LATERAL (
 
 -- name: insert_attribute_types
 INSERT INTO attribute_types (account_id, name, type)
-SELECT %s, * FROM unnest(%s::text[], %s::text[])
+SELECT %s, * FROM unnest(%b::text[], %b::text[])
 ON CONFLICT (account_id, name) DO NOTHING
 
--- name: insert_customer
+-- The identity writes of a group commit: one statement each, whatever the number of rows.
+-- Arrays go in binary (%b): the text format escapes every element in Python.
+
+-- name: insert_customers
 INSERT INTO customers
     (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::jsonb[], %b::jsonb[],
+                         %b::bigint[], %b::bigint[])
 
--- name: update_customer
-UPDATE customers
-SET customer_id = %s, email = %s, attributes = %s, subscriptions = %s, created_ms = %s,
-    updated_ms = %s
-WHERE account_id = %s AND uuid = %s
+-- name: update_customers
+UPDATE customers AS c
+SET customer_id = r.customer_id, email = r.email, attributes = r.attributes,
+    subscriptions = r.subscriptions, created_ms = r.created_ms, updated_ms = r.updated_ms
+FROM unnest(%b::text[], %b::text[], %b::jsonb[], %b::jsonb[], %b::bigint[], %b::bigint[],
+            %b::text[]) AS r (customer_id, email, attributes, subscriptions, created_ms,
+                              updated_ms, uuid)
+WHERE c.account_id = %s AND c.uuid = r.uuid
 
--- name: insert_identifier
+-- name: insert_identifiers
 INSERT INTO identifiers (account_id, kind, value, customer_uuid, created_ms)
-VALUES (%s, %s, %s, %s, %s)
+SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
 
 -- name: merge_identifiers
 UPDATE identifiers SET customer_uuid = %s WHERE account_id = %s AND customer_uuid = %s
@@ -73,31 +80,31 @@ VALUES (%s, %s, %s, %s, %s, %s, %s)
 
 -- name: insert_events
 INSERT INTO events (account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::bigint[],
-                     %s::bigint[], %s::jsonb[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[],
+                     %b::bigint[], %b::jsonb[])
 
 -- name: insert_event_uuids
 INSERT INTO event_uuids (account_id, event_uuid, received_ms)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[])
 ON CONFLICT (account_id, event_uuid) DO NOTHING
 
 -- name: add_event_daily
 INSERT INTO event_daily (account_id, day, event, count)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigint[])
 ON CONFLICT (account_id, day, event) DO UPDATE SET count = event_daily.count + excluded.count
 
 -- name: register_event_names
 INSERT INTO event_names (account_id, name, display_name, type, created_ms)
-SELECT a, n, n, t, c FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS r (a, n, t, c)
+SELECT a, n, n, t, c FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigint[]) AS r (a, n, t, c)
 ON CONFLICT (account_id, name) DO NOTHING
 
 -- name: insert_error_log
 INSERT INTO error_log (account_id, received_ms, error_type, errors, raw)
-SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::jsonb[], %s::bytea[])
+SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[], %b::bytea[])
 
 -- name: add_error_daily
 INSERT INTO error_daily (account_id, day, error_type, count)
-SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[])
+SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigint[])
 ON CONFLICT (account_id, day, error_type) DO UPDATE SET count = error_daily.count + excluded.count
 
 -- name: credential

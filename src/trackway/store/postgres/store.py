@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import msgspec
 import psycopg
 import psycopg_pool
-from psycopg.types.json import Jsonb
 
 from trackway.domain.batch import (
     AccountPlan,
@@ -78,6 +77,15 @@ RETRY_PAUSE_SECONDS = 1.0
 
 _encode = msgspec.json.Encoder().encode
 _DAY_MS = 86_400_000
+
+
+def _json_text(value: Any) -> str:
+    return _encode(value).decode()
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows (at least one) as one list per column: the parameters of an unnest() statement."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
@@ -466,11 +474,12 @@ class PostgresStore:
 
     @staticmethod
     async def _write_identity(conn: psycopg.AsyncConnection[Any], plan: AccountPlan) -> None:
-        writes = identity_writes(plan, Jsonb)
+        writes = identity_writes(plan, _json_text)
         cursor = conn.cursor()
-        if writes.new_profiles:
-            await cursor.executemany(Q["insert_customer"], writes.new_profiles)
         account_id = plan.account_id
+        if writes.new_profiles:
+            columns = _columns(writes.new_profiles)
+            await cursor.execute(Q["insert_customers"], (account_id, *columns[1:]))
         for merge in writes.merges:
             log.info("merging customer %s into %s", merge.loser, merge.winner)
             await cursor.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
@@ -479,9 +488,11 @@ class PostgresStore:
                 Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser)
             )
         if writes.changed_profiles:
-            await cursor.executemany(Q["update_customer"], writes.changed_profiles)
+            columns = _columns(writes.changed_profiles)
+            await cursor.execute(Q["update_customers"], (*columns[:6], columns[7], account_id))
         if writes.identifiers:
-            await cursor.executemany(Q["insert_identifier"], writes.identifiers)
+            columns = _columns(writes.identifiers)
+            await cursor.execute(Q["insert_identifiers"], (account_id, *columns[1:]))
         if writes.conflicts:
             await cursor.executemany(Q["insert_conflict"], writes.conflicts)
 
