@@ -211,6 +211,94 @@ def test_concurrent_writers_make_one_customer(store_url: str) -> None:
     run(work())
 
 
+async def two_stores(url: str) -> tuple[Store, Store]:
+    one, two = open_store(url), open_store(url)
+    await one.open()
+    await two.open()
+    return one, two
+
+
+def test_concurrent_writers_store_an_event_uuid_once(store_url: str) -> None:
+    """The same event_uuid sent to two processes at the same moment is stored once."""
+
+    async def work() -> None:
+        one, two = await two_stores(store_url)
+        try:
+            account = await new_account(one)
+            for round_ in range(10):
+                sent = str(uuid.uuid4())
+                results = await asyncio.gather(
+                    one.ingest(account, [event(event_uuid=sent, cookie=f"a{round_}")]),
+                    two.ingest(account, [event(event_uuid=sent, cookie=f"b{round_}")]),
+                )
+                assert sorted((r.stored, r.duplicates) for r in results) == [(0, 1), (1, 0)]
+            assert await one.count_events(account) == 10
+        finally:
+            await one.close()
+            await two.close()
+
+    run(work())
+
+
+def test_concurrent_writers_keep_both_profile_changes(store_url: str) -> None:
+    """Two processes changing one known profile at once, through two of its identifiers: both
+    changes are kept (neither writes over the other from a stale read)."""
+
+    async def work() -> None:
+        one, two = await two_stores(store_url)
+        try:
+            account = await new_account(one)
+            for round_ in range(10):
+                cid, device = f"k{round_}", f"d{round_}"
+                await one.ingest(account, [event(customer_id=cid, device_id=device)])
+                await asyncio.gather(
+                    one.ingest(account, [event(event="identify", customer_id=cid, first="A")]),
+                    two.ingest(account, [event(event="identify", device_id=device, last="B")]),
+                )
+                customer = await one.customer_by_identifier(account, "customer_id", cid)
+                assert customer is not None
+                assert customer.attributes == {"first": "A", "last": "B"}
+                assert len(await one.customer_events(account, customer.uuid, 0, 2**62, 10)) == 3
+        finally:
+            await one.close()
+            await two.close()
+
+    run(work())
+
+
+def test_merge_while_another_writer_uses_the_merged_profile(store_url: str) -> None:
+    """One process merges an anonymous profile into a known one while another attaches a new
+    identifier and an event to the anonymous profile: every identifier ends on the known
+    profile, with every event."""
+
+    async def work() -> None:
+        one, two = await two_stores(store_url)
+        try:
+            account = await new_account(one)
+            for round_ in range(10):
+                cid, cookie, device = f"m{round_}", f"ck{round_}", f"dv{round_}"
+                await one.ingest(account, [event(cookie=cookie), event(customer_id=cid)])
+                await asyncio.gather(
+                    one.ingest(account, [event(customer_id=cid, cookie=cookie)]),
+                    two.ingest(account, [event(cookie=cookie, device_id=device)]),
+                )
+                owners = {
+                    kind: await two.customer_by_identifier(account, kind, value)
+                    for kind, value in (("customer_id", cid), ("cookie", cookie),
+                                        ("device_id", device))
+                }  # fmt: skip
+                uuids = {c.uuid if c else None for c in owners.values()}
+                assert len(uuids) == 1 and None not in uuids, owners
+                live = uuids.pop()
+                assert live is not None
+                assert len(await one.customer_events(account, live, 0, 2**62, 10)) == 4
+        finally:
+            await one.close()
+            await two.close()
+
+    run(work())
+
+
 def test_reads_order_and_limit(store_run: Any) -> None:
     async def work(store: Store) -> None:
         account = await new_account(store)

@@ -1,7 +1,21 @@
 -- Named queries of the PostgreSQL store, loaded once by store.py.
 
+-- Locks of a group commit (see store.py). Shared by every writer, exclusive for a writer that
+-- merges profiles or fixes a new attribute's type, and for a customer's deletion:
 -- name: lock_account
 SELECT pg_advisory_xact_lock(7312, %s::int)
+
+-- name: lock_account_shared
+SELECT pg_advisory_xact_lock_shared(7312, %s::int)
+
+-- The hashed identifiers and event uuids a shared writer resolves, in the order given (sorted):
+-- name: lock_buckets
+SELECT pg_advisory_xact_lock(7314, k) FROM unnest(%b::int4[]) AS u (k)
+
+-- Taken before the events are inserted and held to the commit: an account's event ids follow
+-- its commit order, which the live stream's cursor needs.
+-- name: lock_account_order
+SELECT pg_advisory_xact_lock(7316, %s::int)
 
 -- The lookups probe a primary key once per wanted value: LATERAL with OFFSET 0 (a planning
 -- fence) keeps the planner from flattening them into a join, which on young tables, whose
@@ -24,18 +38,34 @@ CROSS JOIN LATERAL (
 ) AS t
 
 -- name: identifiers_of_pairs
--- Each known identifier with the profile it points at (profiles repeat; one round trip).
-SELECT i.kind, i.value, c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions,
-       c.created_ms, c.updated_ms
+-- Each known identifier with the uuid of the profile it points at.
+SELECT i.kind, i.value, i.customer_uuid
 FROM unnest(%b::text[], %b::text[]) AS w (kind, value)
 CROSS JOIN LATERAL (
     SELECT kind, value, customer_uuid FROM identifiers
     WHERE account_id = %s AND kind = w.kind AND value = w.value
     OFFSET 0
 ) AS i
+
+-- name: lock_profiles_of_pairs
+-- The profiles those identifiers point at, locked (FOR UPDATE) one by one in uuid order, so
+-- that two writers never wait for each other in a cycle; after a wait, the row as committed.
+SELECT c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions, c.created_ms,
+       c.updated_ms
+FROM (
+    SELECT DISTINCT i.customer_uuid
+    FROM unnest(%b::text[], %b::text[]) AS w (kind, value)
+    CROSS JOIN LATERAL (
+        SELECT customer_uuid FROM identifiers
+        WHERE account_id = %s AND kind = w.kind AND value = w.value
+        OFFSET 0
+    ) AS i
+    ORDER BY i.customer_uuid
+) AS o
 CROSS JOIN LATERAL (
-    SELECT * FROM customers WHERE account_id = %s AND uuid = i.customer_uuid OFFSET 0
+    SELECT * FROM customers WHERE account_id = %s AND uuid = o.customer_uuid FOR UPDATE
 ) AS c
+ORDER BY c.uuid
 
 -- name: insert_attribute_types
 INSERT INTO attribute_types (account_id, name, type)

@@ -1,11 +1,23 @@
 """The PostgreSQL store: many stateless processes, one database.
 
 Each process has one writer task doing group commit: every ingest job queued while the previous
-transaction committed goes into the next one (synchronous_commit on). Inside it, one advisory
-lock per account (taken in account order, so never a deadlock) keeps identity resolution of
-concurrent processes in line: two processes seeing the same new customer at once end with one
-customer. Events are partitioned by month of their timestamp; the writer creates a month's
-partition the first time it sees the month.
+transaction committed goes into the next one (synchronous_commit on). The writers of several
+processes resolve identities side by side, and stay in line where they meet:
+
+- each takes its accounts' lock *shared*, then one advisory lock per hashed identifier and
+  event uuid of the batch, then the profiles those identifiers point at (FOR UPDATE), each
+  group in sorted order, so never a deadlock. Two processes seeing the same new customer at
+  once wait for each other on its identifier and end with one customer; an event_uuid sent
+  twice at once is stored once;
+- a batch that merges profiles (a merge rewrites every identifier of the merged profile) or
+  fixes the type of a new attribute name is rolled back and written again under the account's
+  lock taken *exclusively*, as is a batch of very many identifiers; deleting a customer takes it
+  exclusively too;
+- the events are inserted under a per-account order lock held to the commit, so that ids
+  follow commit order (the live stream reads after an id); only that last phase is serial.
+
+Events are partitioned by month of their timestamp; the writer creates a month's partition the
+first time it sees the month.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import contextlib
 import logging
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -68,6 +81,9 @@ Q = load_queries("trackway.store.postgres", "queries.sql")
 MIGRATION_LOCK = 7311
 PARTITION_LOCK = 7313
 MAX_BATCH_EVENTS = 20000
+# Above this many identifier and uuid locks a batch takes its accounts' lock exclusively
+# instead: PostgreSQL's lock table is shared and sized for some 64 locks per connection.
+MAX_BUCKET_LOCKS = 256
 MAX_RAW_BYTES = 64 * 1024
 # Months of partitions created ahead at start: this one and the next few.
 PARTITIONS_AHEAD = 3
@@ -86,6 +102,16 @@ def _json_text(value: Any) -> str:
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     """Rows (at least one) as one list per column: the parameters of an unnest() statement."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+class _NeedsExclusive(Exception):
+    """The batch must be written under its accounts' exclusive lock."""
+
+
+def _bucket(account_id: int, kind: str, value: str) -> int:
+    """A stable (not per-process, unlike hash()) signed 32-bit advisory lock key."""
+    key = zlib.crc32(f"{account_id}\x1f{kind}\x1f{value}".encode())
+    return key - 2**32 if key >= 2**31 else key
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
@@ -291,8 +317,12 @@ class PostgresStore:
             months = {_month_start(e.timestamp_ms) for job in jobs for e in job.events}
             await self._ensure_partitions(sorted(months))
             started = time.perf_counter()
-            async with self._connection() as conn:
-                results = await self._write_ingest(conn, jobs)
+            try:
+                async with self._connection() as conn:
+                    results = await self._write_ingest(conn, jobs, exclusive=False)
+            except _NeedsExclusive:
+                async with self._connection() as conn:
+                    results = await self._write_ingest(conn, jobs, exclusive=True)
             observe_batch(jobs, results, time.perf_counter() - started)
         except BaseException as exc:
             if isinstance(exc, StoreUnavailable):
@@ -310,29 +340,45 @@ class PostgresStore:
                 job.future.set_result(result)
 
     async def _write_ingest(
-        self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job]
+        self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job], *, exclusive: bool
     ) -> list[IngestResult]:
         """Three round trips whatever the batch: the locks and every lookup in one pipeline,
-        every write in a second, then the commit."""
+        every write in a second, then the commit. Not exclusive, raises _NeedsExclusive (before
+        writing anything) when the batch must be written under the exclusive lock."""
         results = [IngestResult() for _ in jobs]
         grouped = entries_by_account(jobs)
         accounts = sorted(set(grouped) | {job.account_id for job in jobs if job.rejections})
+        needed = {a: lookups_needed([e for _, _, e in grouped[a]]) for a in sorted(grouped)}
+        buckets: list[int] = []
+        if not exclusive:
+            buckets = sorted(
+                {_bucket(a, k, v) for a, n in needed.items() for k, v in n.identifiers}
+                | {_bucket(a, "event_uuid", u) for a, n in needed.items() for u in n.event_uuids}
+            )
+            if len(buckets) > MAX_BUCKET_LOCKS:
+                raise _NeedsExclusive
         async with conn.pipeline():
+            lock = Q["lock_account"] if exclusive else Q["lock_account_shared"]
             for account_id in accounts:
-                await conn.execute(Q["lock_account"], (account_id,))
-            pending = {
-                account_id: await self._send_lookups(
-                    conn, account_id, lookups_needed([e for _, _, e in entries])
-                )
-                for account_id, entries in grouped.items()
-            }
+                await conn.execute(lock, (account_id,))
+            if buckets:
+                await conn.execute(Q["lock_buckets"], (buckets,))
+            pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
             lookups = {a: await self._read_lookups(*cursors) for a, cursors in pending.items()}
+        plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid) for a in needed}
+        if not exclusive and any(
+            p.new_attribute_types or (p.identity is not None and p.identity.merges)
+            for p in plans.values()
+        ):
+            raise _NeedsExclusive
 
         stored: list[tuple[int, AcceptedEvent, str]] = []
         log_rows: list[tuple[int, int, str, bytes, bytes]] = []
         async with conn.pipeline():
-            for account_id, entries in grouped.items():
-                plan = plan_account(account_id, entries, lookups[account_id], new_event_uuid)
+            for account_id in accounts:
+                await conn.execute(Q["lock_account_order"], (account_id,))
+            for account_id, plan in plans.items():
+                entries = grouped[account_id]
                 await self._write_identity(conn, plan)
                 if plan.new_attribute_types:
                     names, kinds = zip(*plan.new_attribute_types, strict=True)
@@ -375,32 +421,20 @@ class PostgresStore:
     ) -> tuple[Any, ...]:
         kinds = [k for k, _ in needed.identifiers]
         values = [v for _, v in needed.identifiers]
+        pairs = (kinds, values, account_id)
         return (
             await conn.execute(Q["existing_event_uuids"], (needed.event_uuids, account_id)),
             await conn.execute(Q["attribute_types_of"], (needed.attribute_names, account_id)),
-            await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id, account_id)),
+            await conn.execute(Q["identifiers_of_pairs"], pairs),
+            await conn.execute(Q["lock_profiles_of_pairs"], (*pairs, account_id)),
         )
 
     @staticmethod
-    async def _read_lookups(uuids: Any, types: Any, identifiers: Any) -> Lookups:
+    async def _read_lookups(uuids: Any, types: Any, identifiers: Any, owners: Any) -> Lookups:
         existing = {row[0] for row in await uuids.fetchall()}
         fixed = {name: kind for name, kind in await types.fetchall()}
-        index: dict[tuple[str, str], str] = {}
-        profiles: dict[str, Profile] = {}
-        for (
-            kind,
-            value,
-            u,
-            cid,
-            email,
-            attributes,
-            subscriptions,
-            created,
-            updated,
-        ) in await identifiers.fetchall():
-            index[(kind, value)] = u
-            if u not in profiles:
-                profiles[u] = Profile(u, cid, email, attributes, subscriptions, created, updated)
+        index = {(kind, value): u for kind, value, u in await identifiers.fetchall()}
+        profiles = {row[0]: Profile(*row) for row in await owners.fetchall()}
         return Lookups(existing, fixed, index, profiles)
 
     @staticmethod
