@@ -167,14 +167,22 @@ class PostgresStore:
     # -- connections ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(
+        self, *, pipelined: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection inside a transaction; every database failure of the block is
-        StoreUnavailable (503), every other error passes through."""
+        StoreUnavailable (503), every other error passes through. Pipelined, BEGIN and COMMIT
+        travel with the block's statements instead of a round trip each."""
         if self._pool is None:
             raise RuntimeError("store is not open")
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                yield conn
+            async with self._pool.connection() as conn:
+                if pipelined:
+                    async with conn.pipeline(), conn.transaction():
+                        yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise _unavailable(exc) from exc
 
@@ -318,10 +326,10 @@ class PostgresStore:
             await self._ensure_partitions(sorted(months))
             started = time.perf_counter()
             try:
-                async with self._connection() as conn:
+                async with self._connection(pipelined=True) as conn:
                     results = await self._write_ingest(conn, jobs, exclusive=False)
             except _NeedsExclusive:
-                async with self._connection() as conn:
+                async with self._connection(pipelined=True) as conn:
                     results = await self._write_ingest(conn, jobs, exclusive=True)
             observe_batch(jobs, results, time.perf_counter() - started)
         except BaseException as exc:
@@ -342,8 +350,8 @@ class PostgresStore:
     async def _write_ingest(
         self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job], *, exclusive: bool
     ) -> list[IngestResult]:
-        """Three round trips whatever the batch: the locks and every lookup in one pipeline,
-        every write in a second, then the commit. Not exclusive, raises _NeedsExclusive (before
+        """Two round trips whatever the batch (in the caller's pipeline): BEGIN, the locks and
+        every lookup; then every write and the COMMIT. Not exclusive, raises _NeedsExclusive (before
         writing anything) when the batch must be written under the exclusive lock."""
         results = [IngestResult() for _ in jobs]
         grouped = entries_by_account(jobs)
@@ -357,14 +365,13 @@ class PostgresStore:
             )
             if len(buckets) > MAX_BUCKET_LOCKS:
                 raise _NeedsExclusive
-        async with conn.pipeline():
-            lock = Q["lock_account"] if exclusive else Q["lock_account_shared"]
-            for account_id in accounts:
-                await conn.execute(lock, (account_id,))
-            if buckets:
-                await conn.execute(Q["lock_buckets"], (buckets,))
-            pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
-            lookups = {a: await self._read_lookups(*cursors) for a, cursors in pending.items()}
+        lock = Q["lock_account"] if exclusive else Q["lock_account_shared"]
+        for account_id in accounts:
+            await conn.execute(lock, (account_id,))
+        if buckets:
+            await conn.execute(Q["lock_buckets"], (buckets,))
+        pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
+        lookups = {a: await self._read_lookups(*cursors) for a, cursors in pending.items()}
         plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid) for a in needed}
         if not exclusive and any(
             p.new_attribute_types or (p.identity is not None and p.identity.merges)
@@ -374,45 +381,44 @@ class PostgresStore:
 
         stored: list[tuple[int, AcceptedEvent, str]] = []
         log_rows: list[tuple[int, int, str, bytes, bytes]] = []
-        async with conn.pipeline():
-            for account_id in accounts:
-                await conn.execute(Q["lock_account_order"], (account_id,))
-            for account_id, plan in plans.items():
-                entries = grouped[account_id]
-                await self._write_identity(conn, plan)
-                if plan.new_attribute_types:
-                    names, kinds = zip(*plan.new_attribute_types, strict=True)
-                    await conn.execute(
-                        Q["insert_attribute_types"], (account_id, list(names), list(kinds))
+        for account_id in accounts:
+            await conn.execute(Q["lock_account_order"], (account_id,))
+        for account_id, plan in plans.items():
+            entries = grouped[account_id]
+            await self._write_identity(conn, plan)
+            if plan.new_attribute_types:
+                names, kinds = zip(*plan.new_attribute_types, strict=True)
+                await conn.execute(
+                    Q["insert_attribute_types"], (account_id, list(names), list(kinds))
+                )
+            stored += [(account_id, event, user_uuid) for event, user_uuid in plan.stored]
+            for (j, i, event), rejection in plan.rejected:
+                results[j].rejected.append((i, rejection))
+                log_rows.append(
+                    (
+                        account_id,
+                        event.received_ms,
+                        rejection.error_type,
+                        _encode(rejection.errors),
+                        _encode(event.body)[:MAX_RAW_BYTES],
                     )
-                stored += [(account_id, event, user_uuid) for event, user_uuid in plan.stored]
-                for (j, i, event), rejection in plan.rejected:
-                    results[j].rejected.append((i, rejection))
-                    log_rows.append(
-                        (
-                            account_id,
-                            event.received_ms,
-                            rejection.error_type,
-                            _encode(rejection.errors),
-                            _encode(event.body)[:MAX_RAW_BYTES],
-                        )
+                )
+            count_outcomes(plan, entries, results)
+        for job in jobs:
+            for r in job.rejections:
+                log_rows.append(
+                    (
+                        job.account_id,
+                        r.received_ms,
+                        r.error_type,
+                        _encode(r.errors),
+                        r.raw[:MAX_RAW_BYTES],
                     )
-                count_outcomes(plan, entries, results)
-            for job in jobs:
-                for r in job.rejections:
-                    log_rows.append(
-                        (
-                            job.account_id,
-                            r.received_ms,
-                            r.error_type,
-                            _encode(r.errors),
-                            r.raw[:MAX_RAW_BYTES],
-                        )
-                    )
-            if stored:
-                await self._insert_events(conn, stored)
-            if log_rows:
-                await self._insert_rejections(conn, log_rows)
+                )
+        if stored:
+            await self._insert_events(conn, stored)
+        if log_rows:
+            await self._insert_rejections(conn, log_rows)
         return results
 
     @staticmethod
