@@ -81,6 +81,9 @@ Q = load_queries("trackway.store.postgres", "queries.sql")
 MIGRATION_LOCK = 7311
 PARTITION_LOCK = 7313
 MAX_BATCH_EVENTS = 20000
+# Event-loop turns the writer lets pass before it cuts a batch (2 workers, 64 connections: 3
+# turns took a batch from 8 to 14 events and ingest from ~4,400 to ~5,700 ev/s; 1 turn, 4,700).
+GATHER_TURNS = 3
 # Above this many identifier and uuid locks a batch takes its accounts' lock exclusively
 # instead: PostgreSQL's lock table is shared and sized for some 64 locks per connection.
 MAX_BUCKET_LOCKS = 256
@@ -304,6 +307,11 @@ class PostgresStore:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
+                # A few event-loop turns first, so that requests already read from the sockets
+                # join this batch: under load that doubles the batch and halves what each event
+                # pays of the per-batch work; idle, it costs microseconds.
+                for _ in range(GATHER_TURNS):
+                    await asyncio.sleep(0)
                 batch, size = [], 0
                 while self._pending and size < MAX_BATCH_EVENTS:
                     job = self._pending.pop(0)
