@@ -9,6 +9,7 @@ import base64
 import collections
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import re
@@ -248,8 +249,10 @@ def commit() -> str:
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True)
     note = " (src/ has uncommitted changes)" if dirty.stdout else ""
-    if os.environ.get("PYTHONPATH"):  # trackway may then come from elsewhere
-        note += f" (PYTHONPATH={os.environ['PYTHONPATH']})"
+    spec = importlib.util.find_spec("trackway")
+    origin = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    if origin is None or (ROOT / "src").resolve() not in origin.parents:
+        note += " (trackway imported from outside this checkout)"
     return head.stdout.strip() + note
 
 

@@ -392,7 +392,9 @@ def speedscope_top(path: Path, seconds: float, top: int = 20) -> str:
     counts: dict[str, float] = {}
     busy = []
     for profile in data["profiles"]:
-        busy.append((len(profile["samples"]), profile.get("name", "?")))
+        # A process's name is its command line: its paths and ports say nothing here.
+        name = re.sub(r'^(process \d+):".*"$', r"\1: trackway serve", profile.get("name", "?"))
+        busy.append((len(profile["samples"]), name))
         for stack in profile["samples"]:  # one sample each (py-spy's weights are 1/rate s)
             if not stack:
                 continue
@@ -582,7 +584,15 @@ def render(res: dict[str, Any]) -> str:
         "in which the suite itself runs nothing (other people's work, or background work left "
         "by the previous measurement such as PostgreSQL's checkpoints)",
     ]
-    if loaded:
+    if loaded and "--lock" in meta["command"] and busiest < 0.25:
+        lines += [
+            "",
+            "> Other work shared this machine between measurements (load average "
+            f"{meta['load_start'][0]:.2f} at start); each measurement held `--lock`, which that "
+            f"work waited for, and at most {busiest:.0%} of the CPUs were busy in the idle second "
+            "before a measurement.",
+        ]
+    elif loaded:
         lines += [
             "",
             f"> **Measured under load.** Other work was running on this {m['cpus']}-core machine "
@@ -1078,12 +1088,23 @@ def plot(res: dict[str, Any], out: Path) -> list[Path]:
 # -- the run ---------------------------------------------------------------------------------
 
 
+def public_args(argv: list[str]) -> list[str]:
+    """The command line as RESULTS.md shows it: the lock file's path as FILE."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--lock" and i + 1 < len(out):
+            out[i + 1] = "FILE"
+        elif arg.startswith("--lock="):
+            out[i] = "--lock=FILE"
+    return out
+
+
 def run(args: argparse.Namespace, mode: Mode, pg: str | None) -> dict[str, Any]:
     started = time.perf_counter()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     res: dict[str, Any] = {
         "meta": {
-            "command": " ".join(["bench/run", *sys.argv[1:]]),
+            "command": " ".join(["bench/run", *public_args(sys.argv[1:])]),
             "mode": mode.name,
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_info(),
