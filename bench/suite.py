@@ -1199,6 +1199,18 @@ def run(args: argparse.Namespace, mode: Mode, pg: str | None) -> dict[str, Any]:
     return res
 
 
+def missed_goals(res: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The missed goals that get a profile, each yielded inside `measuring()`: the caller's
+    profile run holds the lock."""
+    for goal in goals(res):
+        # size: the dbstat breakdown in the size section is its profile.
+        if goal["met"] or goal["key"].startswith("size-"):
+            continue
+        with measuring():
+            log(f"profile: {goal['goal']} …")
+            yield goal
+
+
 def profile_missed(
     res: dict[str, Any],
     args: argparse.Namespace,
@@ -1209,81 +1221,60 @@ def profile_missed(
     tmp: Path,
     stamp: str,
 ) -> None:
-    for goal in goals(res):
-        if goal["met"]:
-            continue
-        key = goal["key"]
-        if key.startswith("size-"):
-            continue  # the size section's breakdown by table and index is its profile
-        with measuring():
-            log(f"profile: {goal['goal']} …")
-            profile_one(res, key, goal, args, mode, sources, databases, pg, tmp, stamp)
-
-
-def profile_one(
-    res: dict[str, Any],
-    key: str,
-    goal: dict[str, Any],
-    args: argparse.Namespace,
-    mode: Mode,
-    sources: dict[str, Path],
-    databases: dict[tuple[str, str], str],
-    pg: str | None,
-    tmp: Path,
-    stamp: str,
-) -> None:
     wrk_args = argparse.Namespace(duration=args.duration, connections=args.connections)
     profiles = res["profiles"]
-    if key.startswith("import-"):
-        label = key.removeprefix("import-")
-        p = profile_import(sources[label], tmp, f"{stamp}-{key}")
-        profiles[key] = {
-            "title": f"Import of {label} events into SQLite",
-            "note": f"`py-spy record --threads` around `trackway import` "
-            f"(this run: {p['summary']['events_per_second']:,} events/s under "
-            f"the sampler).",
-            "text": p["text"],
-        }
-    elif key == "ingest":
-        database = f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/bench.db"
-        p = profile_load(wrk_args, database, 1, LUA, f"{stamp}-ingest", tmp)
-        profiles[key] = {
-            "title": "Single-event ingest, SQLite, 1 worker",
-            "note": f"(this run: {p['wrk']['rps']:,.0f} events/s, p99 "
-            f"{p['wrk']['p99_ms']:.1f} ms under the sampler)",
-            "text": p["text"],
-        }
-    elif key == "bulk":
-        database = f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/bench.db"
-        p = profile_load(wrk_args, database, 1, BULK_LUA, f"{stamp}-bulk", tmp)
-        profiles[key] = {
-            "title": f"Bulk ingest, {BULK_EVENTS} events a call, SQLite, 1 worker",
-            "note": f"(this run: {p['wrk']['rps'] * BULK_EVENTS:,.0f} events/s under the sampler)",
-            "text": p["text"],
-        }
-    elif key == "scale" and pg:
-        database = scale.fresh_postgres(pg)
-        p = profile_load(wrk_args, database, 2, LUA, f"{stamp}-pg2", tmp)
-        drop_database(database)
-        profiles[key] = {
-            "title": "Single-event ingest, PostgreSQL, 2 workers",
-            "note": f"py-spy follows both worker processes (`--subprocesses`); "
-            f"this run: {p['wrk']['rps']:,.0f} events/s under the sampler",
-            "text": p["text"],
-        }
-    elif key.startswith("reads-"):
-        _, label, backend = key.split("-")
-        rd = next(r for r in res["reads"] if (r["label"], r["backend"]) == (label, backend))
-        seconds = med(p["seconds"] for p in rd["passes"])
-        text = profile_reads(databases[(label, backend)], mode, seconds, tmp, f"{stamp}-{key}")
-        profiles[key] = {
-            "title": f"Reads on {label} events, {backend} (worst: {goal['worst']})",
-            "note": "One more pass (200 customer look-ups, then history, "
-            "show_events and summary) with the server sampled throughout; the "
-            "requests are sequential, so the server is idle between them.",
-            "text": text,
-        }
-    # size: the dbstat breakdown in the size section is its profile.
+    for goal in missed_goals(res):
+        key = goal["key"]
+        if key.startswith("import-"):
+            label = key.removeprefix("import-")
+            p = profile_import(sources[label], tmp, f"{stamp}-{key}")
+            profiles[key] = {
+                "title": f"Import of {label} events into SQLite",
+                "note": f"`py-spy record --threads` around `trackway import` "
+                f"(this run: {p['summary']['events_per_second']:,} events/s under "
+                f"the sampler).",
+                "text": p["text"],
+            }
+        elif key == "ingest":
+            database = f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/bench.db"
+            p = profile_load(wrk_args, database, 1, LUA, f"{stamp}-ingest", tmp)
+            profiles[key] = {
+                "title": "Single-event ingest, SQLite, 1 worker",
+                "note": f"(this run: {p['wrk']['rps']:,.0f} events/s, p99 "
+                f"{p['wrk']['p99_ms']:.1f} ms under the sampler)",
+                "text": p["text"],
+            }
+        elif key == "bulk":
+            database = f"sqlite:///{tempfile.mkdtemp(dir=tmp)}/bench.db"
+            p = profile_load(wrk_args, database, 1, BULK_LUA, f"{stamp}-bulk", tmp)
+            profiles[key] = {
+                "title": f"Bulk ingest, {BULK_EVENTS} events a call, SQLite, 1 worker",
+                "note": f"(this run: {p['wrk']['rps'] * BULK_EVENTS:,.0f} events/s "
+                "under the sampler)",
+                "text": p["text"],
+            }
+        elif key == "scale" and pg:
+            database = scale.fresh_postgres(pg)
+            p = profile_load(wrk_args, database, 2, LUA, f"{stamp}-pg2", tmp)
+            drop_database(database)
+            profiles[key] = {
+                "title": "Single-event ingest, PostgreSQL, 2 workers",
+                "note": f"py-spy follows both worker processes (`--subprocesses`); "
+                f"this run: {p['wrk']['rps']:,.0f} events/s under the sampler",
+                "text": p["text"],
+            }
+        elif key.startswith("reads-"):
+            _, label, backend = key.split("-")
+            rd = next(r for r in res["reads"] if (r["label"], r["backend"]) == (label, backend))
+            seconds = med(p["seconds"] for p in rd["passes"])
+            text = profile_reads(databases[(label, backend)], mode, seconds, tmp, f"{stamp}-{key}")
+            profiles[key] = {
+                "title": f"Reads on {label} events, {backend} (worst: {goal['worst']})",
+                "note": "One more pass (200 customer look-ups, then history, "
+                "show_events and summary) with the server sampled throughout; the "
+                "requests are sequential, so the server is idle between them.",
+                "text": text,
+            }
 
 
 def main() -> int:

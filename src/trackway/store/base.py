@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -277,6 +277,43 @@ def count_outcomes(
             results[j].stored += 1
     for j, _, _ in plan.duplicates:
         results[j].duplicates += 1
+
+
+# Raw bodies kept in the error log are cut at this size.
+MAX_RAW_BYTES = 64 * 1024
+
+# account id, received ms, error type, errors (JSON), raw body
+ErrorLogRow = tuple[int, int, str, bytes, bytes]
+
+
+def error_log_rows(
+    jobs: Sequence[_HasEvents],
+    plans: Sequence[AccountPlan],
+    results: list[IngestResult],
+    encode: Callable[[Any], bytes],
+) -> list[ErrorLogRow]:
+    """The error-log rows of a batch: the events its plans refused (each also recorded on its
+    job's result), then the rejections its jobs brought along."""
+    rows: list[ErrorLogRow] = []
+    for plan in plans:
+        for (j, i, event), rejection in plan.rejected:
+            results[j].rejected.append((i, rejection))
+            rows.append(
+                (
+                    plan.account_id,
+                    event.received_ms,
+                    rejection.error_type,
+                    encode(rejection.errors),
+                    encode(event.body)[:MAX_RAW_BYTES],
+                )
+            )
+    for job in jobs:
+        for r in job.rejections:
+            rows.append(
+                (job.account_id, r.received_ms, r.error_type, encode(r.errors),
+                 r.raw[:MAX_RAW_BYTES])
+            )  # fmt: skip
+    return rows
 
 
 def observe_batch(

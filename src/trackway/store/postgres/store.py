@@ -61,12 +61,14 @@ from trackway.store.base import (
     Credential,
     CustomerRecord,
     ErrorFilter,
+    ErrorLogRow,
     IngestResult,
     LoggedError,
     Rejection,
     StoredEvent,
     count_outcomes,
     entries_by_account,
+    error_log_rows,
     observe_batch,
 )
 from trackway.store.queries import load_queries, migration_files
@@ -87,7 +89,6 @@ GATHER_TURNS = 3
 # Above this many identifier and uuid locks a batch takes its accounts' lock exclusively
 # instead: PostgreSQL's lock table is shared and sized for some 64 locks per connection.
 MAX_BUCKET_LOCKS = 256
-MAX_RAW_BYTES = 64 * 1024
 # Months of partitions created ahead at start: this one and the next few.
 PARTITIONS_AHEAD = 3
 POOL_TIMEOUT_SECONDS = 2.0
@@ -388,11 +389,9 @@ class PostgresStore:
             raise _NeedsExclusive
 
         stored: list[tuple[int, AcceptedEvent, str]] = []
-        log_rows: list[tuple[int, int, str, bytes, bytes]] = []
         for account_id in accounts:
             await conn.execute(Q["lock_account_order"], (account_id,))
         for account_id, plan in plans.items():
-            entries = grouped[account_id]
             await self._write_identity(conn, plan)
             if plan.new_attribute_types:
                 names, kinds = zip(*plan.new_attribute_types, strict=True)
@@ -400,29 +399,8 @@ class PostgresStore:
                     Q["insert_attribute_types"], (account_id, list(names), list(kinds))
                 )
             stored += [(account_id, event, user_uuid) for event, user_uuid in plan.stored]
-            for (j, i, event), rejection in plan.rejected:
-                results[j].rejected.append((i, rejection))
-                log_rows.append(
-                    (
-                        account_id,
-                        event.received_ms,
-                        rejection.error_type,
-                        _encode(rejection.errors),
-                        _encode(event.body)[:MAX_RAW_BYTES],
-                    )
-                )
-            count_outcomes(plan, entries, results)
-        for job in jobs:
-            for r in job.rejections:
-                log_rows.append(
-                    (
-                        job.account_id,
-                        r.received_ms,
-                        r.error_type,
-                        _encode(r.errors),
-                        r.raw[:MAX_RAW_BYTES],
-                    )
-                )
+            count_outcomes(plan, grouped[account_id], results)
+        log_rows = error_log_rows(jobs, list(plans.values()), results, _encode)
         if stored:
             await self._insert_events(conn, stored)
         if log_rows:
@@ -496,7 +474,7 @@ class PostgresStore:
 
     @staticmethod
     async def _insert_rejections(
-        conn: psycopg.AsyncConnection[Any], rows: list[tuple[int, int, str, bytes, bytes]]
+        conn: psycopg.AsyncConnection[Any], rows: list[ErrorLogRow]
     ) -> None:
         await conn.execute(
             Q["insert_error_log"],

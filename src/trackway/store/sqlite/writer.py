@@ -38,6 +38,7 @@ from trackway.store.base import (
     Rejection,
     count_outcomes,
     entries_by_account,
+    error_log_rows,
     observe_batch,
 )
 from trackway.store.queries import load_queries
@@ -56,8 +57,6 @@ ROWS_PER_STATEMENT = 2000
 IN_LIST = 500
 # Events per group commit at most; the rest wait for the next transaction.
 MAX_BATCH_EVENTS = 20000
-# Raw bodies kept in the error log are cut at this size.
-MAX_RAW_BYTES = 64 * 1024
 # The writer's page cache (KiB; SQLite takes the memory only as pages are read). The random
 # indexes (event uuid, customer) outgrow a small cache: inserting 2M events in batches of
 # 50,000 (a scratch benchmark of this schema) cost 53 us an event at the end with 64 MiB,
@@ -224,10 +223,11 @@ class Writer(threading.Thread):
     def _write_ingest(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[IngestResult]:
         results = [IngestResult() for _ in jobs]
         rows: list[Any] = []
-        log_rows: list[Any] = []
+        plans: list[AccountPlan] = []
         for account_id, entries in entries_by_account(jobs).items():
             lookups = self._lookups(conn, account_id, lookups_needed([e for _, _, e in entries]))
             plan = plan_account(account_id, entries, lookups, new_event_uuid)
+            plans.append(plan)
             self._write_identity(conn, plan)
             if plan.new_attribute_types:
                 conn.executemany(
@@ -244,28 +244,11 @@ class Writer(threading.Thread):
                     event.received_ms,
                     _encode(event.body),
                 )
-            for (j, i, event), rejection in plan.rejected:
-                results[j].rejected.append((i, rejection))
-                log_rows += (
-                    account_id,
-                    event.received_ms,
-                    rejection.error_type,
-                    _encode(rejection.errors),
-                    _encode(event.body)[:MAX_RAW_BYTES],
-                )
             count_outcomes(plan, entries, results)
 
         for chunk in _chunks(rows, ROWS_PER_STATEMENT * 7):
             conn.execute(_insert_events_sql(len(chunk) // 7), chunk)
-        for job in jobs:
-            for r in job.rejections:
-                log_rows += (
-                    job.account_id,
-                    r.received_ms,
-                    r.error_type,
-                    _encode(r.errors),
-                    r.raw[:MAX_RAW_BYTES],
-                )
+        log_rows = [v for row in error_log_rows(jobs, plans, results, _encode) for v in row]
         for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 5):
             conn.execute(_insert_error_log_sql(len(chunk) // 5), chunk)
         return results
