@@ -168,6 +168,11 @@ def profiled(pid: int, seconds: int, workers: int, stamp: str) -> list[subproces
         return [subprocess.Popen(cmd, stdout=log, stderr=log) for cmd in (flame, raw)]
 
 
+def thread_label(name: str) -> str:
+    """py-spy names a process by its command line: its paths and ports say nothing here."""
+    return re.sub(r'^(process \d+):".*"$', r"\1: trackway serve", name)
+
+
 def self_time_top(stacks: Path, seconds: int, top: int = 20) -> str:
     """How busy each thread was (non-idle samples over possible samples), then per function
     (leaf frame, line numbers dropped) its share of all non-idle samples."""
@@ -178,7 +183,7 @@ def self_time_top(stacks: Path, seconds: int, top: int = 20) -> str:
         if not (path and count.isdigit()):
             continue
         frames = path.split(";")  # with --threads, the first frame names the thread
-        threads[frames[0]] += int(count)
+        threads[thread_label(frames[0])] += int(count)
         counts[re.sub(r":\d+\)$", ")", frames[-1])] += int(count)
     total = sum(counts.values()) or 1
     busy = [f"{n / (PYSPY_RATE * seconds):6.1%}  {name}" for name, n in threads.most_common()]

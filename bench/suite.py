@@ -56,6 +56,7 @@ from ingest import (
     run_wrk,
     self_time_top,
     server,
+    thread_label,
 )
 
 # The goals of the issues.
@@ -392,9 +393,7 @@ def speedscope_top(path: Path, seconds: float, top: int = 20) -> str:
     counts: dict[str, float] = {}
     busy = []
     for profile in data["profiles"]:
-        # A process's name is its command line: its paths and ports say nothing here.
-        name = re.sub(r'^(process \d+):".*"$', r"\1: trackway serve", profile.get("name", "?"))
-        busy.append((len(profile["samples"]), name))
+        busy.append((len(profile["samples"]), thread_label(profile.get("name", "?"))))
         for stack in profile["samples"]:  # one sample each (py-spy's weights are 1/rate s)
             if not stack:
                 continue
