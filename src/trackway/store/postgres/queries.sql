@@ -38,34 +38,27 @@ CROSS JOIN LATERAL (
 ) AS t
 
 -- name: identifiers_of_pairs
--- Each known identifier with the uuid of the profile it points at.
-SELECT i.kind, i.value, i.customer_uuid
-FROM unnest(%b::text[], %b::text[]) AS w (kind, value)
-CROSS JOIN LATERAL (
-    SELECT kind, value, customer_uuid FROM identifiers
-    WHERE account_id = %s AND kind = w.kind AND value = w.value
-    OFFSET 0
-) AS i
-
--- name: lock_profiles_of_pairs
--- The profiles those identifiers point at, locked (FOR UPDATE) one by one in uuid order, so
--- that two writers never wait for each other in a cycle; after a wait, the row as committed.
-SELECT c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions, c.created_ms,
-       c.updated_ms
-FROM (
-    SELECT DISTINCT i.customer_uuid
+-- Each known identifier with the profile it points at (profiles repeat), probed once. The
+-- profiles are locked (FOR UPDATE) one by one in uuid order, so that two writers never wait for
+-- each other in a cycle; after a wait, the row as committed.
+WITH found AS MATERIALIZED (
+    SELECT i.kind, i.value, i.customer_uuid
     FROM unnest(%b::text[], %b::text[]) AS w (kind, value)
     CROSS JOIN LATERAL (
-        SELECT customer_uuid FROM identifiers
+        SELECT kind, value, customer_uuid FROM identifiers
         WHERE account_id = %s AND kind = w.kind AND value = w.value
         OFFSET 0
     ) AS i
-    ORDER BY i.customer_uuid
-) AS o
-CROSS JOIN LATERAL (
-    SELECT * FROM customers WHERE account_id = %s AND uuid = o.customer_uuid FOR UPDATE
-) AS c
-ORDER BY c.uuid
+), locked AS MATERIALIZED (
+    SELECT c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions, c.created_ms,
+           c.updated_ms
+    FROM (SELECT DISTINCT customer_uuid FROM found ORDER BY customer_uuid) AS o
+    CROSS JOIN LATERAL (
+        SELECT * FROM customers WHERE account_id = %s AND uuid = o.customer_uuid FOR UPDATE
+    ) AS c
+)
+SELECT f.kind, f.value, f.customer_uuid, l.*
+FROM found AS f LEFT JOIN locked AS l ON l.uuid = f.customer_uuid
 
 -- name: insert_attribute_types
 INSERT INTO attribute_types (account_id, name, type)

@@ -413,20 +413,22 @@ class PostgresStore:
     ) -> tuple[Any, ...]:
         kinds = [k for k, _ in needed.identifiers]
         values = [v for _, v in needed.identifiers]
-        pairs = (kinds, values, account_id)
         return (
             await conn.execute(Q["existing_event_uuids"], (needed.event_uuids, account_id)),
             await conn.execute(Q["attribute_types_of"], (needed.attribute_names, account_id)),
-            await conn.execute(Q["identifiers_of_pairs"], pairs),
-            await conn.execute(Q["lock_profiles_of_pairs"], (*pairs, account_id)),
+            await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id, account_id)),
         )
 
     @staticmethod
-    async def _read_lookups(uuids: Any, types: Any, identifiers: Any, owners: Any) -> Lookups:
+    async def _read_lookups(uuids: Any, types: Any, identifiers: Any) -> Lookups:
         existing = {row[0] for row in await uuids.fetchall()}
         fixed = {name: kind for name, kind in await types.fetchall()}
-        index = {(kind, value): u for kind, value, u in await identifiers.fetchall()}
-        profiles = {row[0]: Profile(*row) for row in await owners.fetchall()}
+        index: dict[tuple[str, str], str] = {}
+        profiles: dict[str, Profile] = {}
+        for kind, value, owner, *profile in await identifiers.fetchall():
+            index[(kind, value)] = owner
+            if profile[0] is not None and owner not in profiles:
+                profiles[owner] = Profile(*profile)
         return Lookups(existing, fixed, index, profiles)
 
     @staticmethod
