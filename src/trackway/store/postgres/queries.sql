@@ -1,21 +1,19 @@
 -- Named queries of the PostgreSQL store, loaded once by store.py.
 
--- Locks of a group commit (see store.py). Shared by every writer, exclusive for a writer that
--- merges profiles or fixes a new attribute's type, and for a customer's deletion:
+-- Locks of a group commit (see store.py and schema/004_batch_locks.sql): its accounts' locks,
+-- shared by every writer or exclusive for a writer that merges profiles or fixes a new
+-- attribute's type, then its hashed identifiers and event uuids:
+-- name: lock_batch
+SELECT trackway_lock_batch(%b::int4[], %b::int4[], %s)
+
+-- An account's lock taken exclusively, for a customer's deletion:
 -- name: lock_account
 SELECT pg_advisory_xact_lock(7312, %s::int)
-
--- name: lock_account_shared
-SELECT pg_advisory_xact_lock_shared(7312, %s::int)
-
--- The hashed identifiers and event uuids a shared writer resolves, in the order given (sorted):
--- name: lock_buckets
-SELECT pg_advisory_xact_lock(7314, k) FROM unnest(%b::int4[]) AS u (k)
 
 -- Taken before the events are inserted and held to the commit: an account's event ids follow
 -- its commit order, which the live stream's cursor needs.
 -- name: lock_account_order
-SELECT pg_advisory_xact_lock(7316, %s::int)
+SELECT pg_advisory_xact_lock(7316, a) FROM unnest(%b::int4[]) AS u (a)
 
 -- The lookups probe a primary key once per wanted value: LATERAL with OFFSET 0 (a planning
 -- fence) keeps the planner from flattening them into a join, which on young tables, whose
@@ -68,25 +66,6 @@ ON CONFLICT (account_id, name) DO NOTHING
 -- The identity writes of a group commit: one statement each, whatever the number of rows.
 -- Arrays go in binary (%b): the text format escapes every element in Python.
 
--- name: insert_customers
-INSERT INTO customers
-    (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms)
-SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::jsonb[], %b::jsonb[],
-                         %b::bigint[], %b::bigint[])
-
--- name: update_customers
-UPDATE customers AS c
-SET customer_id = r.customer_id, email = r.email, attributes = r.attributes,
-    subscriptions = r.subscriptions, created_ms = r.created_ms, updated_ms = r.updated_ms
-FROM unnest(%b::text[], %b::text[], %b::jsonb[], %b::jsonb[], %b::bigint[], %b::bigint[],
-            %b::text[]) AS r (customer_id, email, attributes, subscriptions, created_ms,
-                              updated_ms, uuid)
-WHERE c.account_id = %s AND c.uuid = r.uuid
-
--- name: insert_identifiers
-INSERT INTO identifiers (account_id, kind, value, customer_uuid, created_ms)
-SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[])
-
 -- name: merge_identifiers
 UPDATE identifiers SET customer_uuid = %s WHERE account_id = %s AND customer_uuid = %s
 
@@ -101,22 +80,50 @@ INSERT INTO identity_conflicts
     (account_id, received_ms, event_uuid, customer_uuid, other_uuid, kind, value)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 
--- name: insert_events
-INSERT INTO events (account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[],
-                     %b::bigint[], %b::jsonb[])
-
--- name: insert_event_uuids
-INSERT INTO event_uuids (account_id, event_uuid, received_ms)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::bigint[])
-ON CONFLICT (account_id, event_uuid) DO NOTHING
-
--- name: add_event_daily
-INSERT INTO event_daily (account_id, day, event, count)
-SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigint[])
-ON CONFLICT (account_id, day, event) DO UPDATE SET count = event_daily.count + excluded.count
-
--- name: register_event_names
+-- name: write_batch
+-- Every row a group commit adds, in one statement whatever the batch: new and changed profiles,
+-- new identifiers, the events, their uuids, the daily rollup and new event names. Its parts
+-- run from one snapshot and touch different rows. A batch's merges run after it. The writer's
+-- connection plans it once (plan_cache_mode force_generic_plan, see store.py): the changed
+-- profiles are found through their unique index (LATERAL, OFFSET 0), never a scan of the table,
+-- however few rows it had when the plan was made.
+WITH new_customers AS (
+    INSERT INTO customers
+        (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms)
+    SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::jsonb[],
+                         %b::jsonb[], %b::bigint[], %b::bigint[])
+), changed_customers AS (
+    UPDATE customers AS c
+    SET customer_id = r.customer_id, email = r.email, attributes = r.attributes,
+        subscriptions = r.subscriptions, created_ms = r.created_ms, updated_ms = r.updated_ms
+    FROM unnest(%b::text[], %b::text[], %b::jsonb[], %b::jsonb[], %b::bigint[], %b::bigint[],
+                %b::bigint[], %b::text[]) AS r (customer_id, email, attributes, subscriptions,
+                                                created_ms, updated_ms, account_id, uuid)
+    CROSS JOIN LATERAL (
+        SELECT id FROM customers WHERE account_id = r.account_id AND uuid = r.uuid OFFSET 0
+    ) AS found
+    WHERE c.id = found.id
+), new_identifiers AS (
+    INSERT INTO identifiers (account_id, kind, value, customer_uuid, created_ms)
+    SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[])
+), batch AS MATERIALIZED (
+    SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[],
+                         %b::bigint[], %b::jsonb[], %b::text[])
+        AS b (account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body, day)
+), stored AS (
+    INSERT INTO events
+        (account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body)
+    SELECT account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body FROM batch
+), uuids AS (
+    INSERT INTO event_uuids (account_id, event_uuid, received_ms)
+    SELECT account_id, event_uuid, received_ms FROM batch
+    ON CONFLICT (account_id, event_uuid) DO NOTHING
+), daily AS (
+    INSERT INTO event_daily (account_id, day, event, count)
+    SELECT account_id, day, event, count(*) FROM batch
+    GROUP BY account_id, day, event ORDER BY account_id, day, event
+    ON CONFLICT (account_id, day, event) DO UPDATE SET count = event_daily.count + excluded.count
+)
 INSERT INTO event_names (account_id, name, display_name, type, created_ms)
 SELECT a, n, n, t, c FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigint[]) AS r (a, n, t, c)
 ON CONFLICT (account_id, name) DO NOTHING

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -38,7 +39,7 @@ import psycopg
 import psycopg_pool
 
 from trackway.domain.batch import (
-    AccountPlan,
+    IdentityWrites,
     Lookups,
     LookupsNeeded,
     identity_writes,
@@ -92,8 +93,23 @@ MAX_BUCKET_LOCKS = 256
 # Months of partitions created ahead at start: this one and the next few.
 PARTITIONS_AHEAD = 3
 POOL_TIMEOUT_SECONDS = 2.0
+CONNECT_TIMEOUT_SECONDS = 2
 # After a failed group commit, the writer answers 503 at once for this long before it tries again.
 RETRY_PAUSE_SECONDS = 1.0
+
+# The statements of a group commit that read or update existing rows. The writer's connection
+# plans each once (force_generic_plan): each must probe indexes whatever the statistics, which
+# tests/storage/test_postgres_plans.py checks on empty tables.
+WRITER_STATEMENTS = (
+    "lock_batch",
+    "existing_event_uuids",
+    "attribute_types_of",
+    "identifiers_of_pairs",
+    "write_batch",
+    "merge_identifiers",
+    "merge_events",
+    "merge_customers",
+)
 
 _encode = msgspec.json.Encoder().encode
 _DAY_MS = 86_400_000
@@ -103,9 +119,37 @@ def _json_text(value: Any) -> str:
     return _encode(value).decode()
 
 
-def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows (at least one) as one list per column: the parameters of an unnest() statement."""
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of `width` values as one list per column: the parameters of an unnest()."""
+    if not rows:
+        return [[] for _ in range(width)]
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _write_batch_params(
+    stored: list[tuple[int, AcceptedEvent, str]], writes: list[IdentityWrites]
+) -> list[list[Any]]:
+    """The parameters of the write_batch statement: identity rows, events, new event names."""
+    new_profiles = [row for w in writes for row in w.new_profiles]
+    changed_profiles = [row for w in writes for row in w.changed_profiles]
+    identifiers = [row for w in writes for row in w.identifiers]
+    events = [
+        (a, e.event_uuid, e.event, user_uuid, e.timestamp_ms, e.received_ms,
+         _encode(e.body).decode(), day_of_ms(e.timestamp_ms))
+        for a, e, user_uuid in stored
+    ]  # fmt: skip
+    names = sorted({(a, e.event) for a, e, _ in stored})
+    now = now_ms()
+    return [
+        *_columns(new_profiles, 8),
+        *_columns(changed_profiles, 8),
+        *_columns(identifiers, 5),
+        *_columns(events, 8),
+        [a for a, _ in names],
+        [n for _, n in names],
+        [event_type(n) for _, n in names],
+        [now] * len(names),
+    ]
 
 
 class _NeedsExclusive(Exception):
@@ -128,6 +172,12 @@ def _month_start(ms: int) -> datetime:
 
 
 _YEAR_10000_MS = 253_402_300_800_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _month_of_day(day: int) -> datetime:
+    """The month of a day (days since the epoch): one per event of a batch, so cached."""
+    return _month_start(day * _DAY_MS)
 
 
 def _next_month(dt: datetime) -> datetime:
@@ -163,6 +213,8 @@ class PostgresStore:
         self._pending: list[_Job] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        # The writer's own connection, outside the pool (see _writer_transaction).
+        self._writer_conn: psycopg.AsyncConnection[Any] | None = None
         self._closing = False
         self._partitions: set[str] = set()
         # Until when (monotonic seconds) the writer answers 503 without trying the database.
@@ -171,24 +223,49 @@ class PostgresStore:
     # -- connections ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _connection(
-        self, *, pipelined: bool = False
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection inside a transaction; every database failure of the block is
-        StoreUnavailable (503), every other error passes through. Pipelined, BEGIN and COMMIT
-        travel with the block's statements instead of a round trip each."""
+        StoreUnavailable (503), every other error passes through."""
         if self._pool is None:
             raise RuntimeError("store is not open")
         try:
-            async with self._pool.connection() as conn:
-                if pipelined:
-                    async with conn.pipeline(), conn.transaction():
-                        yield conn
-                else:
-                    async with conn.transaction():
-                        yield conn
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             raise _unavailable(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _writer_transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pipelined transaction on the writer's own connection. A group commit every few
+        milliseconds skips the pool and the check of a pooled connection (a round trip each):
+        instead, a connection that fails is closed and the next batch connects again."""
+        try:
+            conn = self._writer_conn
+            if conn is None or conn.closed:
+                conn = self._writer_conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                )
+                # The writer's statements take arrays, whose lengths make every custom plan
+                # look cheaper than the generic one: PostgreSQL planned some at each batch
+                # (0.4 ms for write_batch). Every one is written so that its one generic plan
+                # probes indexes whatever the statistics (the LATERAL ... OFFSET 0 fences).
+                await conn.execute("SET plan_cache_mode = force_generic_plan")
+            async with conn.pipeline(), conn.transaction():
+                yield conn
+        except BaseException as exc:
+            conn = self._writer_conn
+            if conn is not None and (
+                isinstance(exc, psycopg.OperationalError)
+                or conn.closed
+                or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            ):
+                # Broken, or left inside a transaction by a cancellation: start afresh.
+                self._writer_conn = None
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+            if isinstance(exc, psycopg.OperationalError):
+                raise _unavailable(exc) from exc
+            raise
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._connection() as conn:
@@ -255,6 +332,9 @@ class PostgresStore:
             self._wake.set()
             await self._writer
             self._writer = None
+        if self._writer_conn is not None:
+            await self._writer_conn.close()
+            self._writer_conn = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -331,14 +411,14 @@ class PostgresStore:
                     job.future.set_exception(StoreUnavailable("PostgreSQL is unreachable"))
             return
         try:
-            months = {_month_start(e.timestamp_ms) for job in jobs for e in job.events}
+            months = {_month_of_day(e.timestamp_ms // _DAY_MS) for job in jobs for e in job.events}
             await self._ensure_partitions(sorted(months))
             started = time.perf_counter()
             try:
-                async with self._connection(pipelined=True) as conn:
+                async with self._writer_transaction() as conn:
                     results = await self._write_ingest(conn, jobs, exclusive=False)
             except _NeedsExclusive:
-                async with self._connection(pipelined=True) as conn:
+                async with self._writer_transaction() as conn:
                     results = await self._write_ingest(conn, jobs, exclusive=True)
             observe_batch(jobs, results, time.perf_counter() - started)
         except BaseException as exc:
@@ -359,8 +439,10 @@ class PostgresStore:
     async def _write_ingest(
         self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job], *, exclusive: bool
     ) -> list[IngestResult]:
-        """Two round trips whatever the batch (in the caller's pipeline): BEGIN, the locks and
-        every lookup; then every write and the COMMIT. Not exclusive, raises _NeedsExclusive (before
+        """Two round trips whatever the batch (in the caller's pipeline): BEGIN, the locks (one
+        statement) and the three lookups; then the order lock, every new row in one statement
+        (write_batch), and the COMMIT; merges, attribute types, conflicts and rejections add a
+        statement each when there are some. Not exclusive, raises _NeedsExclusive (before
         writing anything) when the batch must be written under the exclusive lock."""
         results = [IngestResult() for _ in jobs]
         grouped = entries_by_account(jobs)
@@ -374,11 +456,7 @@ class PostgresStore:
             )
             if len(buckets) > MAX_BUCKET_LOCKS:
                 raise _NeedsExclusive
-        lock = Q["lock_account"] if exclusive else Q["lock_account_shared"]
-        for account_id in accounts:
-            await conn.execute(lock, (account_id,))
-        if buckets:
-            await conn.execute(Q["lock_buckets"], (buckets,))
+        await conn.execute(Q["lock_batch"], (accounts, buckets, exclusive))
         pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
         lookups = {a: await self._read_lookups(*cursors) for a, cursors in pending.items()}
         plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid) for a in needed}
@@ -388,21 +466,30 @@ class PostgresStore:
         ):
             raise _NeedsExclusive
 
-        stored: list[tuple[int, AcceptedEvent, str]] = []
-        for account_id in accounts:
-            await conn.execute(Q["lock_account_order"], (account_id,))
+        writes = [identity_writes(plan, _json_text) for plan in plans.values()]
+        stored = [(a, e, user_uuid) for a, plan in plans.items() for e, user_uuid in plan.stored]
         for account_id, plan in plans.items():
-            await self._write_identity(conn, plan)
+            count_outcomes(plan, grouped[account_id], results)
+        if stored or any(w.new_profiles or w.changed_profiles or w.identifiers for w in writes):
+            await conn.execute(Q["lock_account_order"], (sorted(plans),))
+            await conn.execute(Q["write_batch"], _write_batch_params(stored, writes))
+        for account_id, w in zip(plans, writes, strict=True):
+            for merge in w.merges:
+                log.info("merging customer %s into %s", merge.loser, merge.winner)
+                await conn.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
+                await conn.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
+                await conn.execute(
+                    Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser)
+                )
+            if w.conflicts:
+                await conn.cursor().executemany(Q["insert_conflict"], w.conflicts)
+        for account_id, plan in plans.items():
             if plan.new_attribute_types:
                 names, kinds = zip(*plan.new_attribute_types, strict=True)
                 await conn.execute(
                     Q["insert_attribute_types"], (account_id, list(names), list(kinds))
                 )
-            stored += [(account_id, event, user_uuid) for event, user_uuid in plan.stored]
-            count_outcomes(plan, grouped[account_id], results)
         log_rows = error_log_rows(jobs, list(plans.values()), results, _encode)
-        if stored:
-            await self._insert_events(conn, stored)
         if log_rows:
             await self._insert_rejections(conn, log_rows)
         return results
@@ -432,49 +519,6 @@ class PostgresStore:
         return Lookups(existing, fixed, index, profiles)
 
     @staticmethod
-    async def _insert_events(
-        conn: psycopg.AsyncConnection[Any], stored: list[tuple[int, AcceptedEvent, str]]
-    ) -> None:
-        accounts = [a for a, _, _ in stored]
-        uuids = [e.event_uuid for _, e, _ in stored]
-        received = [e.received_ms for _, e, _ in stored]
-        await conn.execute(
-            Q["insert_events"],
-            (
-                accounts,
-                uuids,
-                [e.event for _, e, _ in stored],
-                [u for _, _, u in stored],
-                [e.timestamp_ms for _, e, _ in stored],
-                received,
-                [_encode(e.body).decode() for _, e, _ in stored],
-            ),
-        )
-        await conn.execute(Q["insert_event_uuids"], (accounts, uuids, received))
-        daily = Counter((a, day_of_ms(e.timestamp_ms), e.event) for a, e, _ in stored)
-        keys = sorted(daily)
-        await conn.execute(
-            Q["add_event_daily"],
-            (
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-                [k[2] for k in keys],
-                [daily[k] for k in keys],
-            ),
-        )
-        names = sorted({(a, e.event) for a, e, _ in stored})
-        now = now_ms()
-        await conn.execute(
-            Q["register_event_names"],
-            (
-                [a for a, _ in names],
-                [n for _, n in names],
-                [event_type(n) for _, n in names],
-                [now] * len(names),
-            ),
-        )
-
-    @staticmethod
     async def _insert_rejections(
         conn: psycopg.AsyncConnection[Any], rows: list[ErrorLogRow]
     ) -> None:
@@ -499,30 +543,6 @@ class PostgresStore:
                 [daily[k] for k in keys],
             ),
         )
-
-    @staticmethod
-    async def _write_identity(conn: psycopg.AsyncConnection[Any], plan: AccountPlan) -> None:
-        writes = identity_writes(plan, _json_text)
-        cursor = conn.cursor()
-        account_id = plan.account_id
-        if writes.new_profiles:
-            columns = _columns(writes.new_profiles)
-            await cursor.execute(Q["insert_customers"], (account_id, *columns[1:]))
-        for merge in writes.merges:
-            log.info("merging customer %s into %s", merge.loser, merge.winner)
-            await cursor.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
-            await cursor.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
-            await cursor.execute(
-                Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser)
-            )
-        if writes.changed_profiles:
-            columns = _columns(writes.changed_profiles)
-            await cursor.execute(Q["update_customers"], (*columns[:6], columns[7], account_id))
-        if writes.identifiers:
-            columns = _columns(writes.identifiers)
-            await cursor.execute(Q["insert_identifiers"], (account_id, *columns[1:]))
-        if writes.conflicts:
-            await cursor.executemany(Q["insert_conflict"], writes.conflicts)
 
     # -- accounts and keys ---------------------------------------------------------------
 

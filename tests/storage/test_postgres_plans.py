@@ -1,0 +1,56 @@
+"""The PostgreSQL writer plans each of its statements once (plan_cache_mode force_generic_plan)
+and keeps that plan for the life of its connection, so every generic plan must probe indexes:
+a plan made on young tables, whose statistics say "a few rows", must not scan a whole table
+once the tables have grown."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import psycopg
+import pytest
+
+from tests.conftest import fresh_postgres_database
+from trackway.store.postgres.store import WRITER_STATEMENTS, PostgresStore, Q
+
+PG_URL = os.environ.get("TRACKWAY_TEST_POSTGRES_URL")
+
+
+def numbered(sql: str) -> tuple[str, int]:
+    """psycopg's placeholders (%s, %b) as $1, $2, …; and how many there are."""
+    count = 0
+
+    def number(_: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        return f"${count}"
+
+    return re.sub(r"%[sb]", number, sql), count
+
+
+@pytest.mark.parametrize("name", WRITER_STATEMENTS)
+def test_generic_plans_of_the_writer_probe_indexes(name: str) -> None:
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("TRACKWAY_TEST_POSTGRES_URL is not set: CI must run the PostgreSQL suite")
+        pytest.skip("TRACKWAY_TEST_POSTGRES_URL is not set")
+    url = fresh_postgres_database(PG_URL)
+    PostgresStore(url).migrate()
+    sql, count = numbered(Q[name])
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Two months of events, empty, as the writer creates them.
+        for start in (0, 1):
+            conn.execute(
+                f"CREATE TABLE events_test{start} PARTITION OF events "  # type: ignore[arg-type]
+                f"FOR VALUES FROM ({start * 1000}) TO ({start * 1000 + 1000})"
+            )
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE statement AS {sql}")  # type: ignore[arg-type]
+        nulls = ", ".join(["NULL"] * count)
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(f"EXPLAIN EXECUTE statement ({nulls})")  # type: ignore[arg-type]
+        )
+    assert "Seq Scan" not in plan, plan
+    assert "Index" in plan or name == "lock_batch", plan
