@@ -19,27 +19,27 @@ SELECT pg_advisory_xact_lock(7316, a) FROM unnest(%b::int4[]) AS u (a)
 -- fence) keeps the planner from flattening them into a join, which on young tables, whose
 -- statistics say "a few rows", became whole-table scans held in cached generic plans.
 
--- name: existing_event_uuids
-SELECT u.event_uuid
-FROM unnest(%b::text[]) AS w (event_uuid)
-CROSS JOIN LATERAL (
-    SELECT event_uuid FROM event_uuids
-    WHERE account_id = %s AND event_uuid = w.event_uuid
-    OFFSET 0
-) AS u
-
--- name: attribute_types_of
-SELECT t.name, t.type
-FROM unnest(%b::text[]) AS w (name)
-CROSS JOIN LATERAL (
-    SELECT name, type FROM attribute_types WHERE account_id = %s AND name = w.name OFFSET 0
-) AS t
-
--- name: identifiers_of_pairs
--- Each known identifier with the profile it points at (profiles repeat), probed once. The
+-- name: lookups
+-- What a group commit must know of one account, in one statement, one row per fact: 'u', an
+-- event uuid stored already; 't', a custom attribute's name and its fixed type; 'i', a known
+-- identifier (kind, value) with the profile it points at (profiles repeat), probed once. The
 -- profiles are locked (FOR UPDATE) one by one in uuid order, so that two writers never wait for
 -- each other in a cycle; after a wait, the row as committed.
-WITH found AS MATERIALIZED (
+WITH stored AS (
+    SELECT u.event_uuid
+    FROM unnest(%b::text[]) AS w (event_uuid)
+    CROSS JOIN LATERAL (
+        SELECT event_uuid FROM event_uuids
+        WHERE account_id = %s AND event_uuid = w.event_uuid
+        OFFSET 0
+    ) AS u
+), fixed AS (
+    SELECT t.name, t.type
+    FROM unnest(%b::text[]) AS w (name)
+    CROSS JOIN LATERAL (
+        SELECT name, type FROM attribute_types WHERE account_id = %s AND name = w.name OFFSET 0
+    ) AS t
+), found AS MATERIALIZED (
     SELECT i.kind, i.value, i.customer_uuid
     FROM unnest(%b::text[], %b::text[]) AS w (kind, value)
     CROSS JOIN LATERAL (
@@ -55,7 +55,13 @@ WITH found AS MATERIALIZED (
         SELECT * FROM customers WHERE account_id = %s AND uuid = o.customer_uuid FOR UPDATE
     ) AS c
 )
-SELECT f.kind, f.value, f.customer_uuid, l.*
+SELECT 'u', event_uuid, NULL, NULL, NULL, NULL, NULL, NULL::jsonb, NULL::jsonb, NULL::bigint,
+       NULL::bigint
+FROM stored
+UNION ALL
+SELECT 't', name, type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM fixed
+UNION ALL
+SELECT 'i', f.kind, f.value, f.customer_uuid, l.*
 FROM found AS f LEFT JOIN locked AS l ON l.uuid = f.customer_uuid
 
 -- name: insert_attribute_types

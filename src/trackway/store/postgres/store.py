@@ -102,9 +102,7 @@ RETRY_PAUSE_SECONDS = 1.0
 # tests/storage/test_postgres_plans.py checks on empty tables.
 WRITER_STATEMENTS = (
     "lock_batch",
-    "existing_event_uuids",
-    "attribute_types_of",
-    "identifiers_of_pairs",
+    "lookups",
     "write_batch",
     "merge_identifiers",
     "merge_events",
@@ -458,7 +456,7 @@ class PostgresStore:
         self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job], *, exclusive: bool
     ) -> list[IngestResult]:
         """Two round trips whatever the batch (in the caller's pipeline): BEGIN, the locks (one
-        statement) and the three lookups; then the order lock, every new row in one statement
+        statement) and the lookups (one); then the order lock, every new row in one statement
         (write_batch), and the COMMIT; merges, attribute types, conflicts and rejections add a
         statement each when there are some. Not exclusive, raises _NeedsExclusive (before
         writing anything) when the batch must be written under the exclusive lock."""
@@ -476,7 +474,7 @@ class PostgresStore:
                 raise _NeedsExclusive
         await conn.execute(Q["lock_batch"], (accounts, buckets, exclusive))
         pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
-        lookups = {a: await self._read_lookups(*cursors) for a, cursors in pending.items()}
+        lookups = {a: await self._read_lookups(cursor) for a, cursor in pending.items()}
         plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid) for a in needed}
         if not exclusive and any(
             p.new_attribute_types or (p.identity is not None and p.identity.merges)
@@ -515,25 +513,27 @@ class PostgresStore:
     @staticmethod
     async def _send_lookups(
         conn: psycopg.AsyncConnection[Any], account_id: int, needed: LookupsNeeded
-    ) -> tuple[Any, ...]:
+    ) -> psycopg.AsyncCursor[Any]:
         kinds = [k for k, _ in needed.identifiers]
         values = [v for _, v in needed.identifiers]
-        return (
-            await conn.execute(Q["existing_event_uuids"], (needed.event_uuids, account_id)),
-            await conn.execute(Q["attribute_types_of"], (needed.attribute_names, account_id)),
-            await conn.execute(Q["identifiers_of_pairs"], (kinds, values, account_id, account_id)),
-        )
+        params = (needed.event_uuids, account_id, needed.attribute_names, account_id)
+        return await conn.execute(Q["lookups"], (*params, kinds, values, account_id, account_id))
 
     @staticmethod
-    async def _read_lookups(uuids: Any, types: Any, identifiers: Any) -> Lookups:
-        existing = {row[0] for row in await uuids.fetchall()}
-        fixed = {name: kind for name, kind in await types.fetchall()}
+    async def _read_lookups(cursor: psycopg.AsyncCursor[Any]) -> Lookups:
+        existing: set[str] = set()
+        fixed: dict[str, str] = {}
         index: dict[tuple[str, str], str] = {}
         profiles: dict[str, Profile] = {}
-        for kind, value, owner, *profile in await identifiers.fetchall():
-            index[(kind, value)] = owner
-            if profile[0] is not None and owner not in profiles:
-                profiles[owner] = Profile(*profile)
+        for what, a, b, owner, *profile in await cursor.fetchall():
+            if what == "i":
+                index[(a, b)] = owner
+                if profile[0] is not None and owner not in profiles:
+                    profiles[owner] = Profile(*profile)
+            elif what == "u":
+                existing.add(a)
+            else:
+                fixed[a] = b
         return Lookups(existing, fixed, index, profiles)
 
     @staticmethod
