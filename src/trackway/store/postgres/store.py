@@ -39,6 +39,7 @@ import psycopg
 import psycopg_pool
 
 from trackway.domain.batch import (
+    Entry,
     IdentityWrites,
     Lookups,
     LookupsNeeded,
@@ -154,6 +155,11 @@ class _NeedsExclusive(Exception):
     """The batch must be written under its accounts' exclusive lock."""
 
 
+class _StaleConnection(StoreUnavailable):
+    """The writer's connection, reused from the previous batch, failed before this batch's
+    COMMIT was sent: nothing of the batch committed, and it may run again on a new one."""
+
+
 def _bucket(account_id: int, kind: str, value: str) -> int:
     """A stable (not per-process, unlike hash()) signed 32-bit advisory lock key."""
     key = zlib.crc32(f"{account_id}\x1f{kind}\x1f{value}".encode())
@@ -243,6 +249,8 @@ class PostgresStore:
         after any database error (rare: the writer's statements do not conflict) or a
         cancellation the connection is closed, and the next batch connects again."""
         conn = self._writer_conn
+        reused = conn is not None and not conn.closed
+        committing = False
         try:
             if conn is None or conn.closed:
                 conn = self._writer_conn = await psycopg.AsyncConnection.connect(
@@ -256,32 +264,43 @@ class PostgresStore:
             async with conn.pipeline():
                 await conn.execute("BEGIN")
                 yield conn
+                committing = True
                 await conn.execute("COMMIT")
         except BaseException as exc:
             await self._after_failed_transaction(conn, exc)
             if isinstance(exc, psycopg.OperationalError):
+                if reused and not committing:
+                    raise _StaleConnection(f"PostgreSQL: {exc}") from exc
                 raise _unavailable(exc) from exc
             raise
 
     async def _after_failed_transaction(
         self, conn: psycopg.AsyncConnection[Any] | None, exc: BaseException
     ) -> None:
-        """Roll back what the writer's block left open, or drop its connection."""
-        if conn is None or conn.closed:
-            self._writer_conn = None
-            return
-        healthy = not isinstance(exc, psycopg.Error | asyncio.CancelledError)
-        if healthy and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        """Roll back what the writer's block left open (it raised, say _NeedsExclusive), or,
+        after a database error or a cancellation, drop the connection: rare, since the writer's
+        statements do not conflict, and a new connection is in a known state."""
+        if conn is not None and not conn.closed:
+            healthy = not isinstance(exc, psycopg.Error | asyncio.CancelledError)
             try:
-                await conn.execute("ROLLBACK")
-            except psycopg.Error:
-                healthy = False
-        if not healthy or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            # A failed pipeline skips what followed the error, prepared statements included:
-            # psycopg's cache of them may be wrong, so start afresh.
+                if healthy and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await conn.execute("ROLLBACK")
+                if healthy and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    return
+            except BaseException as failure:
+                # Even cancelled: a transaction left open would keep its locks, and the next
+                # BEGIN would carry its writes into the next COMMIT.
+                if not isinstance(failure, psycopg.Error):
+                    await self._drop_writer_connection(conn)
+                    raise
+            await self._drop_writer_connection(conn)
+        self._writer_conn = None
+
+    async def _drop_writer_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if self._writer_conn is conn:
             self._writer_conn = None
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
+        with contextlib.suppress(psycopg.Error):
+            await conn.close()
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         async with self._connection() as conn:
@@ -431,11 +450,11 @@ class PostgresStore:
             await self._ensure_partitions(sorted(months))
             started = time.perf_counter()
             try:
-                async with self._writer_transaction() as conn:
-                    results = await self._write_ingest(conn, jobs, exclusive=False)
-            except _NeedsExclusive:
-                async with self._writer_transaction() as conn:
-                    results = await self._write_ingest(conn, jobs, exclusive=True)
+                results = await self._write(jobs)
+            except _StaleConnection:
+                # Dropped while idle (a restart, a proxy's timeout) before anything of this
+                # batch could commit: once more, on a new connection.
+                results = await self._write(jobs)
             observe_batch(jobs, results, time.perf_counter() - started)
         except BaseException as exc:
             if isinstance(exc, StoreUnavailable):
@@ -452,27 +471,42 @@ class PostgresStore:
             if not job.future.done():
                 job.future.set_result(result)
 
+    async def _write(self, jobs: list[_Job]) -> list[IngestResult]:
+        """One transaction, or two when the first finds that the batch needs the exclusive
+        lock; straight to the exclusive lock when the batch would take too many locks."""
+        grouped = entries_by_account(jobs)
+        needed = {a: lookups_needed([e for _, _, e in grouped[a]]) for a in sorted(grouped)}
+        buckets = sorted(
+            {_bucket(a, k, v) for a, n in needed.items() for k, v in n.identifiers}
+            | {_bucket(a, "event_uuid", u) for a, n in needed.items() for u in n.event_uuids}
+        )
+        if len(buckets) <= MAX_BUCKET_LOCKS:
+            try:
+                async with self._writer_transaction() as conn:
+                    return await self._write_ingest(conn, jobs, grouped, needed, buckets)
+            except _NeedsExclusive:
+                pass
+        async with self._writer_transaction() as conn:
+            return await self._write_ingest(conn, jobs, grouped, needed, None)
+
     async def _write_ingest(
-        self, conn: psycopg.AsyncConnection[Any], jobs: list[_Job], *, exclusive: bool
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        jobs: list[_Job],
+        grouped: dict[int, list[Entry]],
+        needed: dict[int, LookupsNeeded],
+        buckets: list[int] | None,
     ) -> list[IngestResult]:
         """Two round trips whatever the batch (in the caller's pipeline): BEGIN, the locks (one
         statement) and the lookups (one); then the order lock, every new row in one statement
         (write_batch), and the COMMIT; merges, attribute types, conflicts and rejections add a
-        statement each when there are some. Not exclusive, raises _NeedsExclusive (before
-        writing anything) when the batch must be written under the exclusive lock."""
+        statement each when there are some. With `buckets` (the shared lock and these), raises
+        _NeedsExclusive (before writing anything) when the batch must be written under the
+        exclusive lock; without, takes it."""
+        exclusive = buckets is None
         results = [IngestResult() for _ in jobs]
-        grouped = entries_by_account(jobs)
         accounts = sorted(set(grouped) | {job.account_id for job in jobs if job.rejections})
-        needed = {a: lookups_needed([e for _, _, e in grouped[a]]) for a in sorted(grouped)}
-        buckets: list[int] = []
-        if not exclusive:
-            buckets = sorted(
-                {_bucket(a, k, v) for a, n in needed.items() for k, v in n.identifiers}
-                | {_bucket(a, "event_uuid", u) for a, n in needed.items() for u in n.event_uuids}
-            )
-            if len(buckets) > MAX_BUCKET_LOCKS:
-                raise _NeedsExclusive
-        await conn.execute(Q["lock_batch"], (accounts, buckets, exclusive))
+        await conn.execute(Q["lock_batch"], (accounts, buckets or [], exclusive))
         pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
         lookups = {a: await self._read_lookups(cursor) for a, cursor in pending.items()}
         plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid) for a in needed}
