@@ -196,7 +196,9 @@ class Account:
     def event_daily(self) -> dict[tuple[str, str], int]:
         rows = query(
             self.db_path,
-            "SELECT day, event, count FROM event_daily WHERE account_id = ?",
+            # On PostgreSQL the rollup is kept in shards (added up here, as summary.json does).
+            "SELECT day, event, CAST(sum(count) AS BIGINT) AS count FROM event_daily"
+            " WHERE account_id = ? GROUP BY day, event",
             [self.id],
         )
         return {(r["day"], r["event"]): r["count"] for r in rows}

@@ -10,10 +10,16 @@ SELECT trackway_lock_batch(%b::int4[], %b::int4[], %s)
 -- name: lock_account
 SELECT pg_advisory_xact_lock(7312, %s::int)
 
--- Taken before the events are inserted and held to the commit: an account's event ids follow
--- its commit order, which the live stream's cursor needs.
+-- The order lock. Writers take it shared before they insert events and hold it to their
+-- commit, so they insert and commit side by side; a lower id can then commit after a higher
+-- one. The live stream takes it exclusively (stream_horizon), which waits for the writers
+-- between their insert and their commit: every id up to the highest it then sees is committed
+-- (or rolled back), so its cursor never moves past an event still to come.
 -- name: lock_account_order
-SELECT pg_advisory_xact_lock(7316, a) FROM unnest(%b::int4[]) AS u (a)
+SELECT pg_advisory_xact_lock_shared(7316, a) FROM unnest(%b::int4[]) AS u (a)
+
+-- name: lock_stream_horizon
+SELECT pg_advisory_xact_lock(7316, %s::int)
 
 -- The lookups probe a primary key once per wanted value: LATERAL with OFFSET 0 (a planning
 -- fence) keeps the planner from flattening them into a join, which on young tables, whose
@@ -125,10 +131,11 @@ WITH new_customers AS (
     SELECT account_id, event_uuid, received_ms FROM batch
     ON CONFLICT (account_id, event_uuid) DO NOTHING
 ), daily AS (
-    INSERT INTO event_daily (account_id, day, event, count)
-    SELECT account_id, day, event, count(*) FROM batch
+    INSERT INTO event_daily (account_id, day, event, shard, count)
+    SELECT account_id, day, event, %s::smallint, count(*) FROM batch
     GROUP BY account_id, day, event ORDER BY account_id, day, event
-    ON CONFLICT (account_id, day, event) DO UPDATE SET count = event_daily.count + excluded.count
+    ON CONFLICT (account_id, day, event, shard)
+    DO UPDATE SET count = event_daily.count + excluded.count
 )
 INSERT INTO event_names (account_id, name, display_name, type, created_ms)
 SELECT a, n, n, t, c FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigint[]) AS r (a, n, t, c)
@@ -170,8 +177,8 @@ SELECT body FROM events WHERE account_id = %s AND event_uuid = %s
 SELECT count(*) FROM events WHERE account_id = %s
 
 -- name: daily_event_counts
-SELECT day, event, count FROM event_daily
-WHERE account_id = %s AND day BETWEEN %s AND %s ORDER BY day, event
+SELECT day, event, sum(count)::bigint FROM event_daily
+WHERE account_id = %s AND day BETWEEN %s AND %s GROUP BY day, event ORDER BY day, event
 
 -- name: daily_error_counts
 SELECT day, error_type, count FROM error_daily
@@ -255,9 +262,10 @@ DELETE FROM customers WHERE account_id = %s AND (uuid = %s OR merged_into = %s)
 SELECT coalesce(max(id), 0) FROM events WHERE account_id = %s
 
 -- name: events_since
--- From events_by_arrival, newest first: a poll reads only the rows stored after the cursor.
+-- From events_by_arrival, newest first: a poll reads only the rows stored after the cursor, up
+-- to the horizon (lock_stream_horizon).
 SELECT id, user_uuid, received_ms, timestamp_ms, body::text FROM events
-WHERE account_id = %s AND id > %s
+WHERE account_id = %s AND id > %s AND id <= %s
 ORDER BY id DESC LIMIT %s
 
 -- name: events_since_named
@@ -265,7 +273,7 @@ ORDER BY id DESC LIMIT %s
 -- through the name's index: a name with millions of events would cost a sort at every poll.
 SELECT id, user_uuid, received_ms, timestamp_ms, body::text FROM (
     SELECT id, user_uuid, received_ms, timestamp_ms, body, event FROM events
-    WHERE account_id = %s AND id > %s
+    WHERE account_id = %s AND id > %s AND id <= %s
     ORDER BY id DESC LIMIT 20000) AS recent
 WHERE event = %s
 ORDER BY id DESC LIMIT %s

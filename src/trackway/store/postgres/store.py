@@ -13,8 +13,11 @@ processes resolve identities side by side, and stay in line where they meet:
   fixes the type of a new attribute name is rolled back and written again under the account's
   lock taken *exclusively*, as is a batch of very many identifiers; deleting a customer takes it
   exclusively too;
-- the events are inserted under a per-account order lock held to the commit, so that ids
-  follow commit order (the live stream reads after an id); only that last phase is serial.
+- the events are inserted under a per-account order lock taken shared and held to the
+  commit, so writers insert and commit side by side and a lower id may commit after a higher
+  one; the live stream, which reads after an id, takes that lock exclusively to learn up to
+  which id everything is committed. The daily rollup is kept in shards, so that two writers
+  seldom wait for each other on the row of the (day, event) they both count.
 
 Events are partitioned by month of their timestamp; the writer creates a month's partition the
 first time it sees the month.
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
 import uuid
 import zlib
@@ -91,6 +95,11 @@ GATHER_TURNS = 3
 # Above this many identifier and uuid locks a batch takes its accounts' lock exclusively
 # instead: PostgreSQL's lock table is shared and sized for some 64 locks per connection.
 MAX_BUCKET_LOCKS = 256
+# How long a live-stream poll waits for the writers' commits (an import's batch takes seconds);
+# past that it finds nothing new, and the next poll asks again.
+HORIZON_WAIT = "1s"
+# Shards of the daily rollup (schema/005): a group commit adds to one, at random.
+DAILY_SHARDS = 16
 # Months of partitions created ahead at start: this one and the next few.
 PARTITIONS_AHEAD = 3
 POOL_TIMEOUT_SECONDS = 2.0
@@ -127,7 +136,7 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 def _write_batch_params(
     stored: list[tuple[int, AcceptedEvent, str]], writes: list[IdentityWrites]
-) -> list[list[Any]]:
+) -> list[Any]:
     """The parameters of the write_batch statement: identity rows, events, new event names."""
     new_profiles = [row for w in writes for row in w.new_profiles]
     changed_profiles = [row for w in writes for row in w.changed_profiles]
@@ -144,6 +153,7 @@ def _write_batch_params(
         *_columns(changed_profiles, 8),
         *_columns(identifiers, 5),
         *_columns(events, 8),
+        random.randrange(DAILY_SHARDS),
         [a for a, _ in names],
         [n for _, n in names],
         [event_type(n) for _, n in names],
@@ -153,6 +163,10 @@ def _write_batch_params(
 
 class _NeedsExclusive(Exception):
     """The batch must be written under its accounts' exclusive lock."""
+
+
+class _HorizonBusy(Exception):
+    """A writer held the order lock longer than the live stream waits for it."""
 
 
 class _StaleConnection(StoreUnavailable):
@@ -772,15 +786,45 @@ class PostgresStore:
     # -- the clickstream page ------------------------------------------------------------
 
     async def latest_event_id(self, account: Account) -> int:
-        return int((await self._fetch(Q["latest_event_id"], (account.id,)))[0][0])
+        horizon = await self._stream_horizon(account, wait=None)
+        assert horizon is not None
+        return horizon
+
+    async def _stream_horizon(self, account: Account, wait: str | None) -> int | None:
+        """The highest id of the account's events such that every lower one is committed (or
+        rolled back): read under the order lock taken exclusively, which waits for the
+        writers between their insert and their commit (a few milliseconds; an import's batch
+        takes seconds) and holds new ones back as long as one index probe takes. None when the
+        lock was not had within `wait` (a PostgreSQL interval)."""
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> int:
+            if wait is not None:
+                await conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait,))
+            try:
+                await conn.execute(Q["lock_stream_horizon"], (account.id,))
+            except psycopg.errors.LockNotAvailable:
+                raise _HorizonBusy from None
+            cursor = await conn.execute(Q["latest_event_id"], (account.id,))
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+        try:
+            return await self._transaction(work)
+        except _HorizonBusy:
+            return None
 
     async def events_since(
         self, account: Account, after_id: int, limit: int, event: str | None = None
     ) -> list[ArrivedEvent]:
+        horizon = await self._stream_horizon(account, wait=HORIZON_WAIT)
+        if horizon is None or horizon <= after_id:
+            return []
         if event is None:
-            rows = await self._fetch(Q["events_since"], (account.id, after_id, limit))
+            rows = await self._fetch(Q["events_since"], (account.id, after_id, horizon, limit))
         else:
-            rows = await self._fetch(Q["events_since_named"], (account.id, after_id, event, limit))
+            rows = await self._fetch(
+                Q["events_since_named"], (account.id, after_id, horizon, event, limit)
+            )
         return [ArrivedEvent(i, u, r, t, body.encode()) for i, u, r, t, body in reversed(rows)]
 
     async def error_page(
