@@ -29,12 +29,12 @@ from ingest import (
     BIN,
     CUSTOMERS_PER_THREAD,
     LUA,
-    OUT,
     ROOT,
     WARMUP_S,
     commit,
     free_port,
     machine,
+    publish,
     run_wrk,
     server,
 )
@@ -145,10 +145,7 @@ def main() -> int:
         f"- machine: {machine()}; wrk runs on the same machine",
         f"- commit: {commit()}",
     ]
-    report = "\n".join(lines)
-    print(report)
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"cost-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+    publish("cost", "\n".join(lines))
     return 0
 
 

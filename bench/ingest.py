@@ -242,6 +242,13 @@ def bench_round(args: argparse.Namespace, index: int, tmp: Path, stamp: str) -> 
     return Round(tw, results["bare"], profile, durability)
 
 
+def publish(kind: str, report: str) -> None:
+    """Print a benchmark's report and keep it as bench/out/KIND-<stamp>.md."""
+    print(report)
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+
+
 def machine() -> str:
     mem = re.search(r"MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text())
     gib = int(mem[1]) / 2**20 if mem else 0.0

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import BIN, OUT, ROOT, commit, free_port, machine, server
+from ingest import BIN, ROOT, commit, free_port, machine, publish, server
 
 from trackway.domain.events import validate_event
 from trackway.domain.keys import hash_key
@@ -194,10 +194,7 @@ def main() -> int:
         f"- command: `{' '.join(sys.argv)}`",
         f"- machine: {machine()}; commit {commit()}",
     ]
-    report = "\n".join(lines)
-    print(report)
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"reads-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+    publish("reads", "\n".join(lines))
     return 0
 
 

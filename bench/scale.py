@@ -30,13 +30,13 @@ from ingest import (
     BIN,
     CUSTOMERS_PER_THREAD,
     LUA,
-    OUT,
     ROOT,
     WARMUP_S,
     Wrk,
     commit,
     free_port,
     machine,
+    publish,
     run_wrk,
     server,
 )
@@ -144,10 +144,7 @@ def main() -> int:
         f"- machine: {machine()}; wrk runs on the same machine",
         f"- commit: {commit()}",
     ]
-    report = "\n".join(lines)
-    print(report)
-    OUT.mkdir(exist_ok=True)
-    (OUT / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(report + "\n")
+    publish("scale", "\n".join(lines))
     return 1 if non_2xx else 0
 
 

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from tests.conftest import fresh_postgres_database, require_postgres
-from tests.storage.test_contract import event, new_account
-from trackway.store import open_store
+from tests.storage.test_contract import event, new_account, with_store
+from trackway.store import Store
 from trackway.store.postgres import store as pg
 
 
@@ -36,28 +36,23 @@ def fail_one_batch(
 ) -> None:
     url = fresh_postgres_database(require_postgres())
 
-    async def work() -> None:
-        store = open_store(url)
-        await store.open()
-        try:
-            account = await new_account(store)
-            await store.ingest(account, [event()])
-            with pytest.MonkeyPatch.context() as patch:
-                break_it(patch)
-                with pytest.raises(expected):
-                    await store.ingest(account, [event(), event(customer_id="c1")])
-            assert await store.count_events(account) == 1  # nothing of the failed batch
-            conn = store._writer_conn  # type: ignore[attr-defined]
-            if conn is not None and not conn.closed:
-                assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-                assert await backend_state(url, conn.info.backend_pid) == ("idle", 0)
-            store._down_until = 0.0  # type: ignore[attr-defined]
-            assert (await store.ingest(account, [event(customer_id="c1")])).stored == 1
-            assert await store.count_events(account) == 2
-        finally:
-            await store.close()
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event()])
+        with pytest.MonkeyPatch.context() as patch:
+            break_it(patch)
+            with pytest.raises(expected):
+                await store.ingest(account, [event(), event(customer_id="c1")])
+        assert await store.count_events(account) == 1  # nothing of the failed batch
+        conn = store._writer_conn  # type: ignore[attr-defined]
+        if conn is not None and not conn.closed:
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert await backend_state(url, conn.info.backend_pid) == ("idle", 0)
+        store._down_until = 0.0  # type: ignore[attr-defined]
+        assert (await store.ingest(account, [event(customer_id="c1")])).stored == 1
+        assert await store.count_events(account) == 2
 
-    asyncio.run(work())
+    with_store(url, work)
 
 
 def test_a_python_error_after_the_writes_were_sent_commits_nothing() -> None:
@@ -79,23 +74,18 @@ def test_the_exclusive_retry_leaves_nothing_open() -> None:
     """A batch that merges is rolled back and written again under the exclusive lock."""
     url = fresh_postgres_database(require_postgres())
 
-    async def work() -> None:
-        store = open_store(url)
-        await store.open()
-        try:
-            account = await new_account(store)
-            await store.ingest(account, [event(cookie="ck"), event(customer_id="m1")])
-            await store.ingest(account, [event(customer_id="m1", cookie="ck")])  # a merge
-            conn = store._writer_conn  # type: ignore[attr-defined]
-            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            assert await backend_state(url, conn.info.backend_pid) == ("idle", 0)
-            one = await store.customer_by_identifier(account, "cookie", "ck")
-            two = await store.customer_by_identifier(account, "customer_id", "m1")
-            assert one is not None and two is not None and one.uuid == two.uuid
-        finally:
-            await store.close()
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event(cookie="ck"), event(customer_id="m1")])
+        await store.ingest(account, [event(customer_id="m1", cookie="ck")])  # a merge
+        conn = store._writer_conn  # type: ignore[attr-defined]
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert await backend_state(url, conn.info.backend_pid) == ("idle", 0)
+        one = await store.customer_by_identifier(account, "cookie", "ck")
+        two = await store.customer_by_identifier(account, "customer_id", "m1")
+        assert one is not None and two is not None and one.uuid == two.uuid
 
-    asyncio.run(work())
+    with_store(url, work)
 
 
 def test_a_batch_after_the_idle_writer_connection_was_dropped_is_stored() -> None:
@@ -103,22 +93,17 @@ def test_a_batch_after_the_idle_writer_connection_was_dropped_is_stored() -> Non
     the next batch runs again on a new connection instead of answering 503."""
     url = fresh_postgres_database(require_postgres())
 
-    async def work() -> None:
-        store = open_store(url)
-        await store.open()
-        try:
-            account = await new_account(store)
-            await store.ingest(account, [event()])
-            pid = store._writer_conn.info.backend_pid  # type: ignore[attr-defined]
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
-                await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            await asyncio.sleep(0.2)
-            assert (await store.ingest(account, [event()])).stored == 1
-            assert await store.count_events(account) == 2
-        finally:
-            await store.close()
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event()])
+        pid = store._writer_conn.info.backend_pid  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await asyncio.sleep(0.2)
+        assert (await store.ingest(account, [event()])).stored == 1
+        assert await store.count_events(account) == 2
 
-    asyncio.run(work())
+    with_store(url, work)
 
 
 def test_the_live_stream_never_moves_past_an_insert_not_yet_committed() -> None:
@@ -127,46 +112,41 @@ def test_the_live_stream_never_moves_past_an_insert_not_yet_committed() -> None:
     be overtaken: a reader that moved its cursor past that id would never stream the event."""
     url = fresh_postgres_database(require_postgres())
 
-    async def work() -> None:
-        store = open_store(url)
-        await store.open()
-        try:
-            account = await new_account(store)
-            await store.ingest(account, [event()])
-            cursor = await store.latest_event_id(account)
-            seen: list[int] = []
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event()])
+        cursor = await store.latest_event_id(account)
+        seen: list[int] = []
 
-            async def follow() -> None:
-                nonlocal cursor
-                deadline = asyncio.get_running_loop().time() + 10
-                while len(seen) < 2 and asyncio.get_running_loop().time() < deadline:
-                    arrived = await store.events_since(account, cursor, 100)
-                    if arrived:
-                        seen.extend(a.id for a in arrived)
-                        cursor = arrived[-1].id
-                    await asyncio.sleep(0.02)
+        async def follow() -> None:
+            nonlocal cursor
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(seen) < 2 and asyncio.get_running_loop().time() < deadline:
+                arrived = await store.events_since(account, cursor, 100)
+                if arrived:
+                    seen.extend(a.id for a in arrived)
+                    cursor = arrived[-1].id
+                await asyncio.sleep(0.02)
 
-            async with await psycopg.AsyncConnection.connect(url) as slow:
-                # A writer between its insert and its commit, as the store's writer holds it.
-                await slow.execute(pg.Q["lock_account_order"], ([account.id],))
-                inserted = await slow.execute(
-                    "INSERT INTO events (account_id, event_uuid, event, user_uuid,"
-                    " timestamp_ms, received_ms, body)"
-                    " SELECT account_id, 'slow-one', event, user_uuid, timestamp_ms,"
-                    " received_ms, body FROM events WHERE account_id = %s LIMIT 1"
-                    " RETURNING id",
-                    (account.id,),
-                )
-                slow_id = (await inserted.fetchone() or [0])[0]
-                # Another writer stores an event meanwhile, and a reader follows.
-                fast = asyncio.create_task(store.ingest(account, [event(cookie="fast")]))
-                follower = asyncio.create_task(follow())
-                await asyncio.sleep(0.5)
-                await slow.commit()
-            assert (await fast).stored == 1
-            await follower
-            assert len(seen) == 2 and slow_id in seen, (seen, slow_id)
-        finally:
-            await store.close()
+        async with await psycopg.AsyncConnection.connect(url) as slow:
+            # A writer between its insert and its commit, as the store's writer holds it.
+            await slow.execute(pg.Q["lock_account_order"], ([account.id],))
+            inserted = await slow.execute(
+                "INSERT INTO events (account_id, event_uuid, event, user_uuid,"
+                " timestamp_ms, received_ms, body)"
+                " SELECT account_id, 'slow-one', event, user_uuid, timestamp_ms,"
+                " received_ms, body FROM events WHERE account_id = %s LIMIT 1"
+                " RETURNING id",
+                (account.id,),
+            )
+            slow_id = (await inserted.fetchone() or [0])[0]
+            # Another writer stores an event meanwhile, and a reader follows.
+            fast = asyncio.create_task(store.ingest(account, [event(cookie="fast")]))
+            follower = asyncio.create_task(follow())
+            await asyncio.sleep(0.5)
+            await slow.commit()
+        assert (await fast).stored == 1
+        await follower
+        assert len(seen) == 2 and slow_id in seen, (seen, slow_id)
 
-    asyncio.run(work())
+    with_store(url, work)
