@@ -143,7 +143,7 @@ def _write_batch_params(
     identifiers = [row for w in writes for row in w.identifiers]
     events = [
         (a, e.event_uuid, e.event, user_uuid, e.timestamp_ms, e.received_ms,
-         _encode(e.body).decode(), day_of_ms(e.timestamp_ms))
+         _json_text(e.body), day_of_ms(e.timestamp_ms))
         for a, e, user_uuid in stored
     ]  # fmt: skip
     names = sorted({(a, e.event) for a, e, _ in stored})
@@ -294,21 +294,24 @@ class PostgresStore:
         """Roll back what the writer's block left open (it raised, say _NeedsExclusive), or,
         after a database error or a cancellation, drop the connection: rare, since the writer's
         statements do not conflict, and a new connection is in a known state."""
-        if conn is not None and not conn.closed:
-            healthy = not isinstance(exc, psycopg.Error | asyncio.CancelledError)
+        if conn is None or conn.closed:
+            self._writer_conn = None
+            return
+        if not isinstance(exc, psycopg.Error | asyncio.CancelledError):
             try:
-                if healthy and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     await conn.execute("ROLLBACK")
-                if healthy and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-                    return
-            except BaseException as failure:
+            except psycopg.Error:
+                await self._drop_writer_connection(conn)
+                return
+            except BaseException:
                 # Even cancelled: a transaction left open would keep its locks, and the next
                 # BEGIN would carry its writes into the next COMMIT.
-                if not isinstance(failure, psycopg.Error):
-                    await self._drop_writer_connection(conn)
-                    raise
-            await self._drop_writer_connection(conn)
-        self._writer_conn = None
+                await self._drop_writer_connection(conn)
+                raise
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                return
+        await self._drop_writer_connection(conn)
 
     async def _drop_writer_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
         if self._writer_conn is conn:
