@@ -115,6 +115,14 @@ def main() -> None:
     help="Seconds a client may pause while sending a body; then 408 and the connection closes.",
 )
 @click.option(
+    "--forwarded-allow-ips",
+    envvar="TRACKWAY_FORWARDED_ALLOW_IPS",
+    default=DEFAULTS.forwarded_allow_ips,
+    show_default=True,
+    help="Comma-separated proxy addresses (or *) whose X-Forwarded-For is trusted; "
+    "empty: none.",
+)
+@click.option(
     "--log-format",
     envvar="TRACKWAY_LOG_FORMAT",
     default=DEFAULTS.log_format,
@@ -160,6 +168,8 @@ def serve(**options: Any) -> None:
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_graceful_shutdown=10,
         log_config=logging_config(settings.log_level, settings.log_format),
     )

@@ -32,6 +32,9 @@ class Settings:
     show_events_per_hour: int = 10
     # Seconds a client may pause while sending a request body; then 408 and the connection closes.
     body_timeout: int = 30
+    # Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are trusted; empty: none, the connection's own address is the client's.
+    forwarded_allow_ips: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

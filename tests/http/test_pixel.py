@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import Account, Server, basic, query
+from conftest import Account, Server, basic, create_account, query
 from support import BLANK, HISTORY_URL, NOT_VALID, canonical, utc_day
 
 PIXEL_URL = "/unity.gif"
@@ -518,3 +518,33 @@ def test_a_rejection_does_not_stop_the_next_event(client, account):
     pixel(client, f"x={account.event_key}&e=view&k=ck-1")
     assert only_body(account)["event"] == "view"
     assert today_errors(account) == {"invalid_event_attributes": 1}
+
+
+# --- X-Forwarded-For only from a configured proxy ------------------------------------------
+
+
+def test_x_forwarded_for_is_ignored_by_default(client, account):
+    pixel(
+        client, f"x={account.event_key}&e=view&k=ck-1", headers={"X-Forwarded-For": "198.51.100.9"}
+    )
+    assert only_body(account)["ip"] == "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def proxied_server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("proxied")
+    srv = Server(directory / "trackway.db", directory / "server.log",
+                 "--forwarded-allow-ips", "127.0.0.1")  # fmt: skip
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(proxied_server):
+    account = create_account(proxied_server.db_path)
+    with httpx.Client(base_url=proxied_server.url) as proxied:
+        pixel(proxied, f"x={account.event_key}&e=view&k=ck-1",
+              headers={"X-Forwarded-For": "198.51.100.9"})  # fmt: skip
+    assert only_body(account)["ip"] == "198.51.100.9"
