@@ -74,10 +74,40 @@ class Round:
     bare: Wrk
     profiled: bool
     durability: tuple[int, int] | None  # (rows in events, 2xx counted by wrk), last run only
+    # The request path alone: the app on a store that answers at once (bench/null_store.py).
+    path: Wrk | None = None
+    # CPU µs per answered request of every process of each side's server, from /proc.
+    cpu_us: dict[str, float] | None = None
 
     @property
     def ratio(self) -> float:
         return self.trackway.rps / self.bare.rps
+
+    @property
+    def path_ratio(self) -> float:
+        return self.path.rps / self.bare.rps if self.path else 0.0
+
+    def cpu_ratio(self, side: str) -> float:
+        """CPU per request of `side` over the bare app's."""
+        cpu = self.cpu_us or {}
+        return cpu.get(side, 0.0) / cpu["bare"] if cpu.get("bare") else 0.0
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process of a process group (a server started
+    in its own session: uvicorn, its workers, the SQLite writer process)."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields: state ppid pgrp ... utime(11) stime(12)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / TICK
 
 
 def free_port() -> int:
@@ -133,11 +163,18 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: floa
 
 @contextlib.contextmanager
 def server(
-    cmd: list[str], port: int, log: Path, cwd: Path, hard_stop: bool = False
+    cmd: list[str],
+    port: int,
+    log: Path,
+    cwd: Path,
+    hard_stop: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[int]:
     """Run `cmd` in its own process group until the block ends; yield its pid."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, stdout=out, stderr=out, start_new_session=True, env=env
+        )
     try:
         wait_ready(proc, f"http://127.0.0.1:{port}/healthz", log)
         yield proc.pid
@@ -210,24 +247,34 @@ def bench_round(args: argparse.Namespace, index: int, tmp: Path, stamp: str) -> 
     profile = args.profile and last
     results: dict[str, Wrk] = {}
 
+    cpu_us: dict[str, float] = {}
+
     def drive(name: str, cmd: list[str], port: int, cwd: Path) -> None:
-        with server(cmd, port, workdir / f"{name}.log", cwd, hard_stop=last) as pid:
+        with server(cmd, port, workdir / f"{name}.log", cwd, hard_stop=last, env=env) as pid:
             warm = run_wrk(port, lua, WARMUP_S, args.connections)
             watch = profile and name == "trackway"  # py-spy watches only trackway
             samplers = profiled(pid, args.duration, args.workers, stamp) if watch else []
+            cpu_before = group_cpu_seconds(pid)
             results[name] = run_wrk(port, lua, args.duration, args.connections)
+            cpu = group_cpu_seconds(pid) - cpu_before
+            cpu_us[name] = cpu * 1e6 / max(1, results[name].ok)
             results[name + "-warmup"] = warm
             for sampler in samplers:
                 sampler.wait(timeout=args.duration + 30)
 
-    tw_port, bare_port = free_port(), free_port()
+    env = {**os.environ, "TRACKWAY_BENCH_KEY": key}
+    tw_port, bare_port, path_port = free_port(), free_port(), free_port()
     tw_cmd = [trackway, "serve", "--workers", str(args.workers), "--port", str(tw_port)]
     tw_cmd += ["--database", database, "--log-level", "warning"]
     bare_cmd = [str(BIN / "uvicorn"), "bare_app:app", "--loop", "uvloop", "--http", "httptools"]
     bare_cmd += ["--no-access-log", "--no-server-header", "--log-level", "warning"]
     bare_cmd += ["--workers", str(args.workers), "--port", str(bare_port)]
+    path_cmd = [sys.executable, "null_store.py", "--port", str(path_port)]
+    path_cmd += ["--workers", str(args.workers)]
     # Alternate the order, so that drift of a shared machine does not always favour one side.
     plan = [("trackway", tw_cmd, tw_port, ROOT), ("bare", bare_cmd, bare_port, BENCH)]
+    if args.path:
+        plan.insert(1, ("path", path_cmd, path_port, BENCH))
     for name, cmd, port, cwd in plan if index % 2 else plan[::-1]:
         drive(name, cmd, port, cwd)
     tw = results["trackway"]
@@ -239,7 +286,7 @@ def bench_round(args: argparse.Namespace, index: int, tmp: Path, stamp: str) -> 
         with contextlib.closing(sqlite3.connect(workdir / "bench.db")) as conn:
             rows = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         durability = (rows, tw.ok + results["trackway-warmup"].ok)
-    return Round(tw, results["bare"], profile, durability)
+    return Round(tw, results["bare"], profile, durability, results.get("path"), cpu_us)
 
 
 def publish(kind: str, report: str) -> None:
@@ -269,37 +316,65 @@ def commit() -> str:
 
 
 def report(rounds: list[Round], args: argparse.Namespace, load: str) -> str:
-    head = "| run | trackway ev/s | p50 ms | p99 ms | bare req/s | p50 ms | p99 ms | ratio |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    med = statistics.median
+    with_path = all(r.path is not None for r in rounds)
+    head = "| run | trackway ev/s | p50 ms | p99 ms | bare req/s | p99 ms | ratio |"
+    head += " trackway CPU µs/event | bare CPU µs/req | CPU ratio |"
+    if with_path:
+        head += " path req/s | path ratio | path CPU µs/req |"
+    lines = [head, "|" + "---|" + "---:|" * (head.count("|") - 2)]
 
-    def row(label: str, t: tuple[float, ...], b: tuple[float, ...], ratio: float) -> str:
-        return f"| {label} | {t[0]:,.0f} | {t[1]:.2f} | {t[2]:.2f} | {b[0]:,.0f} | {b[1]:.2f} | " \
-            f"{b[2]:.2f} | {ratio:.2f}x |"  # fmt: skip
+    def row(label: str, values: list[str]) -> str:
+        return f"| {label} | " + " | ".join(values) + " |"
+
+    def cells(t: Wrk, b: Wrk, ratio: float, cpu: dict[str, float], path: Wrk | None) -> list[str]:
+        tw_cpu, bare_cpu = cpu.get("trackway", 0.0), cpu.get("bare", 0.0)
+        out = [f"{t.rps:,.0f}", f"{t.p50_ms:.2f}", f"{t.p99_ms:.2f}", f"{b.rps:,.0f}",
+               f"{b.p99_ms:.2f}", f"{ratio:.2f}x", f"{tw_cpu:.1f}", f"{bare_cpu:.1f}",
+               f"{tw_cpu / bare_cpu if bare_cpu else 0:.2f}x"]  # fmt: skip
+        if with_path and path is not None:
+            out += [f"{path.rps:,.0f}", f"{path.rps / b.rps:.2f}x", f"{cpu.get('path', 0):.1f}"]
+        return out
 
     for i, r in enumerate(rounds, 1):
-        t, b = r.trackway, r.bare
         label = f"{i}{' (py-spy)' if r.profiled else ''}"
-        lines.append(row(label, (t.rps, t.p50_ms, t.p99_ms), (b.rps, b.p50_ms, b.p99_ms), r.ratio))
-    med = statistics.median
+        lines.append(row(label, cells(r.trackway, r.bare, r.ratio, r.cpu_us or {}, r.path)))
 
-    def medians(side: str) -> tuple[float, ...]:
+    def median_wrk(side: str) -> Wrk:
         runs = [getattr(r, side) for r in rounds]
-        return tuple(med(getattr(w, f) for w in runs) for f in ("rps", "p50_ms", "p99_ms"))
+        return Wrk(0, *(med(getattr(w, f) for w in runs) for f in ("rps", "p50_ms", "p99_ms")),
+                   0, 0)  # fmt: skip
 
-    lines.append(
-        row("**median**", medians("trackway"), medians("bare"), med(r.ratio for r in rounds))
-    )
+    cpu_median = {
+        side: med((r.cpu_us or {}).get(side, 0.0) for r in rounds)
+        for side in ("trackway", "bare", "path")
+    }
+    median_cells = cells(
+        median_wrk("trackway"), median_wrk("bare"), med(r.ratio for r in rounds), cpu_median,
+        median_wrk("path") if with_path else None,
+    )  # fmt: skip
+    # Ratios are medians of each run's ratio, not ratios of the medians.
+    median_cells[5] = f"{med(r.ratio for r in rounds):.2f}x"
+    median_cells[8] = f"{med(r.cpu_ratio('trackway') for r in rounds):.2f}x"
+    if with_path:
+        median_cells[10] = f"{med(r.path_ratio for r in rounds):.2f}x"
+    lines.append(row("**median**", median_cells))
     non_2xx = sum(r.trackway.non_2xx for r in rounds)
     sock = [(r.trackway.socket_errors, r.bare.socket_errors) for r in rounds]
     rows, acked = rounds[-1].durability or (0, 0)
+    p99 = median_wrk("trackway").p99_ms
     lines += [
         "",
         f"- trackway non-2xx: {non_2xx}{'  **FAILED**' if non_2xx else ''}; "
         f"socket errors (trackway, bare) per run: {sock}",
         f"- durability (last run, server SIGKILLed after wrk): {rows:,} rows in events, "
         f"{acked:,} 2xx counted by wrk (warm-up + run): {'OK' if rows >= acked else '**LOST**'}",
-        f"- goal: ratio >= 0.65x and trackway p99 < 20 ms (median ratio "
-        f"{med(r.ratio for r in rounds):.2f}x, p99 {medians('trackway')[2]:.2f} ms)",
+        "- CPU: user + system time of every process of each server (from /proc) over the "
+        "measured run, per answered request",
+        f"- goals (issue 14): ratio >= 0.5x (0.65x with the writer process), p99 < 20 ms, "
+        f"CPU ratio <= 2.5x, path ratio >= 0.8x; here {med(r.ratio for r in rounds):.2f}x, "
+        f"{p99:.2f} ms, {med(r.cpu_ratio('trackway') for r in rounds):.2f}x"
+        + (f", {med(r.path_ratio for r in rounds):.2f}x" if with_path else ""),
         f"- command: `{' '.join(['.venv/bin/python', 'bench/ingest.py', *sys.argv[1:]])}` "
         f"(wrk -t2 -c{args.connections} -d{args.duration}s --latency, after {WARMUP_S}s warm-up;"
         f" --workers {args.workers})",
@@ -316,6 +391,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="py-spy the last run's trackway")
+    parser.add_argument(
+        "--no-path",
+        dest="path",
+        action="store_false",
+        help="leave out the request path alone (the app on bench/null_store.py)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: install it with `apt-get install wrk`")

@@ -23,7 +23,7 @@ from trackway.http.openapi import openapi_page
 from trackway.http.routes import clickstream, customers, events, web
 from trackway.service import Trackway
 from trackway.settings import Settings
-from trackway.store import open_store
+from trackway.store import Store, open_store
 
 log = logging.getLogger("trackway.http")
 
@@ -74,8 +74,9 @@ async def healthz(request: Request) -> Response:
     return Response(json_body({"status": "ok"}), media_type="application/json")
 
 
-def create_app(settings: Settings) -> Any:
-    trackway = Trackway(open_store(settings.database_url), settings)
+def create_app(settings: Settings, store: Store | None = None) -> Any:
+    """The app on `store` (default: the one settings.database_url names)."""
+    trackway = Trackway(store or open_store(settings.database_url), settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

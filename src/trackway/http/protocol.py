@@ -37,7 +37,7 @@ from trackway.settings import Settings
 
 log = logging.getLogger("trackway.http")
 
-_HEADERS, _BODY, _DONE = 0, 1, 2
+_HEADERS, _BODY, _DONE = 0, 1, 2  # where a connection stands
 
 
 @cache
@@ -86,10 +86,9 @@ class TrackwayHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout, self._body_timeout, self._cap = _limits()
-        self._phase = _HEADERS
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_for = _DONE
         self._opened = 0.0
-        self._request_bytes = False
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -103,7 +102,7 @@ class TrackwayHttpToolsProtocol(HttpToolsProtocol):
             transport.write(answer)
             transport.close()
             return
-        self._timer = self.loop.call_later(self._header_timeout, self._headers_too_slow)
+        self._arm(_HEADERS, self._header_timeout)
 
     def _make_room(self) -> bool:
         """Close the oldest connection waiting for request headers; False when there is none."""
@@ -112,8 +111,7 @@ class TrackwayHttpToolsProtocol(HttpToolsProtocol):
             if (
                 other is not self
                 and isinstance(other, TrackwayHttpToolsProtocol)
-                and other._phase != _BODY
-                and (other.cycle is None or other.cycle.response_complete)
+                and other._phase() == _HEADERS
                 and (oldest is None or other._opened < oldest._opened)
             ):
                 oldest = other
@@ -124,59 +122,61 @@ class TrackwayHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
-        super().connection_lost(exc)
-
-    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        super().connection_lost(exc)
 
-    # -- the parser's progress -----------------------------------------------------------------
+    # -- where the connection stands, after each read ------------------------------------------
+
+    def _phase(self) -> int:
+        """_HEADERS: waiting for a request's headers (none begun, or some in); _BODY: its
+        headers are in, its body is not; _DONE: a request is being answered."""
+        cycle = self.cycle
+        if cycle is None or cycle.scope is not self.scope:
+            # No request yet, or the parser began a new one (on_message_begin made a scope).
+            return _HEADERS
+        if cycle.more_body:
+            return _BODY if not cycle.response_complete else _HEADERS
+        return _DONE if not cycle.response_complete else _HEADERS
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._phase == _HEADERS:
-            if self._request_bytes and self._timer is None and not self.transport.is_closing():
-                self._timer = self.loop.call_later(self._header_timeout, self._headers_too_slow)
-        elif self._phase == _BODY and not self.transport.is_closing():
-            # The client may pause this long between two reads of a body.
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope and not cycle.more_body:
+            # The commonest case: the whole request came in (this read or earlier).
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self.loop.call_later(self._body_timeout, self._body_too_slow)
+                self._timer = None
+            return
+        if self.transport.is_closing():
+            return
+        phase = self._phase()
+        if phase == _BODY:
+            # The client may pause this long between two reads of a body.
+            self._arm(_BODY, self._body_timeout)
+        elif phase == _HEADERS and self.scope is not None and (
+            self._timer is None or self._timer_for != _HEADERS
+        ):
+            # Some of a request's headers came: they must all be in within the timeout.
+            self._arm(_HEADERS, self._header_timeout)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._phase = _HEADERS
-        self._request_bytes = True
-
-    def on_headers_complete(self) -> None:
-        self._phase = _BODY
+    def _arm(self, phase: int, seconds: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._phase = _DONE
-        self._request_bytes = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        super().on_message_complete()
-
-    def on_response_complete(self) -> None:
-        if self._phase == _DONE:
-            self._phase = _HEADERS
-        super().on_response_complete()
+        self._timer_for = phase
+        handler = self._headers_too_slow if phase == _HEADERS else self._body_too_slow
+        self._timer = self.loop.call_later(seconds, handler)
 
     # -- timeouts ------------------------------------------------------------------------------
 
     def _headers_too_slow(self) -> None:
         self._timer = None
-        if self.transport.is_closing() or self._phase != _HEADERS:
+        if self.transport.is_closing() or self._phase() != _HEADERS:
             return
-        if self._request_bytes:
+        cycle = self.cycle
+        begun = self.scope is not None and (cycle is None or cycle.scope is not self.scope)
+        if begun:
             payload = error_response(RequestTimeout(self._header_timeout, "headers"))
             assert payload is not None
             self.transport.write(
@@ -187,17 +187,16 @@ class TrackwayHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_too_slow(self) -> None:
         self._timer = None
-        if self.transport.is_closing() or self._phase != _BODY:
+        if self.transport.is_closing() or self._phase() != _BODY:
             return
         cycle = self.cycle
-        if cycle is not None and not cycle.response_started:
+        if not cycle.response_started:
             payload = error_response(RequestTimeout(self._body_timeout))
             assert payload is not None
             given = next((v for n, v in cycle.scope["headers"] if n == b"x-request-id"), None)
             self.transport.write(
                 _raw_response(b"408 Request Timeout", payload[1], REQUEST_IDS.take(given))
             )
-            # The app's answer, if it still makes one, goes nowhere.
-            cycle.response_started = True
             metrics.count_request(route_of(cycle.scope["path"]), cycle.scope["method"], 408)
+        # The app, waiting for the rest of the body, learns that the client is gone.
         self.transport.close()

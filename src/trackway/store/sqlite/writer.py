@@ -31,7 +31,7 @@ from trackway.domain.batch import (
     plan_account,
 )
 from trackway.domain.errors import StoreUnavailable
-from trackway.domain.events import AcceptedEvent, new_event_uuid
+from trackway.domain.events import AcceptedEvent, Uuid7
 from trackway.domain.identity import Profile
 from trackway.store.base import (
     IngestResult,
@@ -65,6 +65,8 @@ WRITER_CACHE_KIB = 1024 * 1024
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+# The writer thread's own generator of profile uuids (a Uuid7 is not shared between threads).
+new_profile_uuid = Uuid7()
 
 
 def unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -226,7 +228,7 @@ class Writer(threading.Thread):
         plans: list[AccountPlan] = []
         for account_id, entries in entries_by_account(jobs).items():
             lookups = self._lookups(conn, account_id, lookups_needed([e for _, _, e in entries]))
-            plan = plan_account(account_id, entries, lookups, new_event_uuid)
+            plan = plan_account(account_id, entries, lookups, new_profile_uuid)
             plans.append(plan)
             self._write_identity(conn, plan)
             if plan.new_attribute_types:
