@@ -18,7 +18,7 @@ from trackway.domain.errors import AccountExists, AccountNotFound, NotFound, Sto
 from trackway.domain.keys import KEY_KINDS, hash_key, new_key
 from trackway.logs import logging_config
 from trackway.service import Trackway
-from trackway.settings import Settings
+from trackway.settings import Settings, max_ahead_ms
 from trackway.store import Store, open_store
 
 T = TypeVar("T")
@@ -31,6 +31,16 @@ database_option = click.option(
     default=DEFAULTS.database_url,
     show_default=True,
     help="sqlite:///PATH (relative) or sqlite:////PATH (absolute). Env: TRACKWAY_DATABASE_URL.",
+)
+
+max_future_hours_option = click.option(
+    "--max-future-hours",
+    envvar="TRACKWAY_MAX_FUTURE_HOURS",
+    default=DEFAULTS.max_future_hours,
+    type=click.IntRange(0),
+    show_default=True,
+    help="Refuse events whose timestamp is more than this many hours after their receipt "
+    "(after clock-skew correction); 0: no bound. Env: TRACKWAY_MAX_FUTURE_HOURS.",
 )
 
 
@@ -119,9 +129,9 @@ def main() -> None:
     envvar="TRACKWAY_FORWARDED_ALLOW_IPS",
     default=DEFAULTS.forwarded_allow_ips,
     show_default=True,
-    help="Comma-separated proxy addresses (or *) whose X-Forwarded-For is trusted; "
-    "empty: none.",
+    help="Comma-separated proxy addresses (or *) whose X-Forwarded-For is trusted; empty: none.",
 )
+@max_future_hours_option
 @click.option(
     "--log-format",
     envvar="TRACKWAY_LOG_FORMAT",
@@ -423,8 +433,14 @@ class _ImportFailed(click.ClickException):
     help="Events per store call (one group commit).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Also print the summary as JSON on stdout.")
+@max_future_hours_option
 def import_events(
-    source: str, account: str, database_url: str, batch_size: int, as_json: bool
+    source: str,
+    account: str,
+    database_url: str,
+    batch_size: int,
+    as_json: bool,
+    max_future_hours: int,
 ) -> None:
     """Load events from FILE (NDJSON: one event a line, in the body format of POST
     /api/v1/event; gunzipped when it ends in .gz) or from stdin (-) into ACCOUNT, under the
@@ -433,6 +449,8 @@ def import_events(
     \b
     A line without an event_uuid gets one derived from the account and the line itself, so
     running the same file again stores nothing twice (resume an interrupted import that way).
+    Timestamps are kept as given; one more than --max-future-hours after the import is refused
+    (0: none is).
     Rejected lines go to FILE.rejected.ndjson (stdin: ./import-rejected-<time>.ndjson), one
     JSON object each: line, error_type, errors, raw. A summary goes to stderr.
 
@@ -441,7 +459,9 @@ def import_events(
                  2 usage error; 3 the database failed (re-run to resume).
     """
     try:
-        code = transfer.run_import(source, account, database_url, batch_size, as_json)
+        code = transfer.run_import(
+            source, account, database_url, batch_size, as_json, max_ahead_ms(max_future_hours)
+        )
     except transfer.UsageError as exc:
         raise click.UsageError(str(exc)) from None
     except StoreUnavailable as exc:
@@ -570,6 +590,7 @@ def errors_export(
 @click.option("--id", "ids", type=int, multiple=True, help="This error (repeat for more).")
 @click.option("--all", "replay_all", is_flag=True, help="Every pending error (no filter).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@max_future_hours_option
 def errors_replay(
     account: str,
     error_type: str | None,
@@ -578,6 +599,7 @@ def errors_replay(
     ids: tuple[int, ...],
     replay_all: bool,
     as_json: bool,
+    max_future_hours: int,
 ) -> None:
     """Resubmit stored payloads of ACCOUNT through today's rules: those that pass are stored as
     events and marked replayed; the others stay, with their new messages. Give --id, or a
@@ -589,7 +611,9 @@ def errors_replay(
     where = None if ids else _error_filter(error_type, day)
     outcome = with_store(
         database_url,
-        lambda store: errors_log.replay_rows(store, account, list(ids) or None, where),
+        lambda store: errors_log.replay_rows(
+            store, account, list(ids) or None, where, max_ahead_ms(max_future_hours)
+        ),
     )
     if as_json:
         click.echo(json.dumps(outcome.document()))

@@ -20,6 +20,7 @@ from trackway.domain.errors import (
     TooManyEvents,
 )
 from trackway.domain.events import (
+    NOT_AN_OBJECT,
     AcceptedEvent,
     decode_event_body,
     encode_json,
@@ -70,6 +71,7 @@ class Trackway:
         limit = settings.ingest_rate_limit
         # Each worker process holds its share of the limit: no shared state on the hot path.
         self._ingest_rate = TokenBuckets(limit / settings.workers) if limit > 0 else None
+        self.max_ahead_ms = settings.max_ahead_ms
 
     def check_ingest_rate(self, account: Account, events: int) -> None:
         if self._ingest_rate is not None:
@@ -100,7 +102,9 @@ class Trackway:
         self.check_ingest_rate(account, 1)
         received = now_ms()
         try:
-            event = decode_event_body(raw, received, account.verification_secret)
+            event = decode_event_body(
+                raw, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+            )
         except EventRejected as rejected:
             await self.log_rejections(
                 account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
@@ -121,7 +125,9 @@ class Trackway:
             log.info("pixel event of account %s dropped: over the ingest rate limit", account.name)
             return
         try:
-            event = validate_event(body, received, account.verification_secret)
+            event = validate_event(
+                body, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+            )
         except EventRejected as rejected:
             await self.log_rejections(
                 account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
@@ -142,11 +148,11 @@ class Trackway:
             raise
         items = body.get("events")
         if not isinstance(items, list):
-            rejected = EventRejected("parsing_error", {"events": ["must be an array of events"]})
+            no_array = EventRejected("parsing_error", {"events": ["must be an array of events"]})
             await self.log_rejections(
-                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+                account, [Rejection(received, no_array.error_type, no_array.errors, raw)]
             )
-            raise rejected
+            raise no_array
         if len(items) > self.settings.max_bulk_events:
             raise TooManyEvents(self.settings.max_bulk_events)
         self.check_ingest_rate(account, len(items))
@@ -157,8 +163,13 @@ class Trackway:
         for index, item in enumerate(items):
             try:
                 if not isinstance(item, dict):
-                    raise EventRejected("parsing_error", {"event": ["must be a JSON object"]})
-                accepted.append(validate_event(item, received, account.verification_secret))
+                    # Like the same item sent alone to /api/v1/event.
+                    raise EventRejected("parsing_error", {"body": [NOT_AN_OBJECT]})
+                accepted.append(
+                    validate_event(
+                        item, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                    )
+                )
                 positions.append(index)
             except EventRejected as rejected:
                 uuid = item.get("event_uuid") if isinstance(item, dict) else None
@@ -169,9 +180,9 @@ class Trackway:
                     Rejection(received, rejected.error_type, rejected.errors, encode_json(item))
                 )
         result = await self.store.ingest(account, accepted, rejections)
-        for position, rejected in result.rejected:
+        for position, refused in result.rejected:
             event = accepted[position]
-            errors.append(BulkError(positions[position], event.event_uuid, rejected.errors))
+            errors.append(BulkError(positions[position], event.event_uuid, refused.errors))
         errors.sort(key=lambda e: e.index)
         return BulkResult(count=len(accepted) - len(result.rejected), errors=errors)
 

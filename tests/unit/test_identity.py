@@ -288,7 +288,7 @@ def test_identifiers_and_event_fields_are_not_profile_attributes(field):
         "customer_id": "c-1",
         "email": "jane@example.com",
         "cookie": "ck",
-        "timestamp": "2024-01-01T00:00:00Z",
+        "timestamp": "2023-01-01T00:00:00Z",
         "subscription_groups": [{"id": "news", "subscribed": True}],
         "first_name": "Ann",
     }
