@@ -415,6 +415,48 @@ def events_unarchive(name: str, account: str, database_url: str) -> None:
     _update_event_name(database_url, account, name, archived=False)
 
 
+@main.group()
+def attributes() -> None:
+    """List the attribute types fixed by first use; reset one."""
+
+
+@attributes.command("list")
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object a line.")
+def attributes_list(account: str, database_url: str, as_json: bool) -> None:
+    """The custom attribute names of ACCOUNT with the type the first event that carried each
+    fixed (string, timestamp, number, boolean, object, array) and when (GET /api/v1/attributes)."""
+    from trackway.service import attribute_document
+
+    async def fixed(store: Store) -> list[Any]:
+        return await store.attribute_types(await store.find_account(account))
+
+    for attribute in with_store(database_url, fixed):
+        doc = attribute_document(attribute)
+        if as_json:
+            click.echo(json.dumps(doc, ensure_ascii=False))
+        else:
+            click.echo(f"{doc['name']}  {doc['type']}  {doc['first_seen_at'] or '-'}")
+
+
+@attributes.command("reset")
+@click.argument("name")
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+def attributes_reset(name: str, account: str, database_url: str) -> None:
+    """Forget the type fixed for attribute NAME: the next event that carries it fixes it anew
+    (DELETE /api/v1/attributes/NAME). Events stored already keep their values."""
+
+    async def reset(store: Store) -> Any:
+        return await store.reset_attribute_type(await store.find_account(account), name)
+
+    forgotten = with_store(database_url, reset)
+    if forgotten is None:
+        raise click.ClickException(f"account {account!r} has no type fixed for {name!r}")
+    click.echo(f"forgot the type {forgotten.type} of {name!r}; the next event fixes it anew")
+
+
 class _ImportFailed(click.ClickException):
     exit_code = transfer.EXIT_FAILED
 

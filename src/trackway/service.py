@@ -34,6 +34,7 @@ from trackway.domain.timestamps import format_ms, now_ms
 from trackway.settings import Settings
 from trackway.store.base import (
     Account,
+    AttributeType,
     Credential,
     CustomerRecord,
     IngestResult,
@@ -291,6 +292,21 @@ class Trackway:
         names = await self.store.event_names(account)
         return reads.summary_document(start, end, event_counts, error_counts, names)
 
+    # -- attribute types -----------------------------------------------------------------
+
+    async def attribute_types(self, account: Account) -> dict[str, Any]:
+        """GET /api/v1/attributes: every type fixed by first use, by name."""
+        return {
+            "attributes": [attribute_document(a) for a in await self.store.attribute_types(account)]
+        }
+
+    async def reset_attribute_type(self, account: Account, name: str) -> dict[str, Any]:
+        """Forget a fixed type: the next event that carries the name fixes it anew."""
+        forgotten = await self.store.reset_attribute_type(account, name)
+        if forgotten is None:
+            raise NotFound("Attribute not found")
+        return {"status": "ok", **attribute_document(forgotten)}
+
     async def _count_call(self, account: Account, name: str, per_hour: int) -> None:
         now = now_ms()
         window = now - now % HOUR_MS
@@ -312,3 +328,12 @@ def customer_document(customer: CustomerRecord) -> dict[str, Any]:
         updated_at=format_ms(customer.updated_ms),
     )
     return doc
+
+
+def attribute_document(attribute: AttributeType) -> dict[str, Any]:
+    first_seen = attribute.first_seen_ms
+    return {
+        "name": attribute.name,
+        "type": attribute.type,
+        "first_seen_at": None if first_seen is None else format_ms(first_seen),
+    }

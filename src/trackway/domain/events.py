@@ -425,6 +425,10 @@ _TYPED_FIELDS = frozenset(
 )
 
 
+# What a custom attribute's first value can fix its name as.
+ATTRIBUTE_TYPES = ("string", "timestamp", "number", "boolean", "object", "array")
+
+
 def attribute_type(value: Any) -> str | None:
     """The type a custom attribute's value fixes for its name: string, timestamp, number,
     boolean, object or array (None for null, which fixes nothing)."""

@@ -21,7 +21,7 @@ from trackway.http.errors import RequestTooLarge, error_response, internal_error
 from trackway.http.ingest import IngestEndpoints
 from trackway.http.middleware import RequestContext
 from trackway.http.openapi import openapi_page
-from trackway.http.routes import clickstream, customers, events, web
+from trackway.http.routes import attributes, clickstream, customers, events, web
 from trackway.service import Trackway
 from trackway.settings import Settings
 from trackway.store import open_store
@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> Any:
             Route("/openapi.json", openapi_page, methods=["GET"]),
             *customers.routes,
             *events.routes,
+            *attributes.routes,
             *web.routes,
             *clickstream.routes,
         ],

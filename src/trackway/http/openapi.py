@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trackway.domain.events import ERROR_TYPES
+from trackway.domain.events import ATTRIBUTE_TYPES, ERROR_TYPES
 from trackway.domain.reads import HISTORY_MAX, SUMMARY_MAX_DAYS, TIMELINE_DEFAULT, TIMELINE_MAX
 from trackway.http.errors import json_body
 from trackway.settings import Settings
@@ -278,6 +278,43 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "uuid": _string(),
                 "events_deleted": {"type": "integer", "minimum": 0},
             },
+        },
+        "AttributeType": {
+            "type": "object",
+            "required": ["name", "type", "first_seen_at"],
+            "properties": {
+                "name": _string("The custom attribute's name."),
+                "type": {"type": "string", "enum": list(ATTRIBUTE_TYPES)},
+                "first_seen_at": _nullable(
+                    _string(
+                        "When the type was fixed; null for one fixed before Trackway recorded "
+                        "that.",
+                        format="date-time",
+                    )
+                ),
+            },
+        },
+        "AttributeTypes": {
+            "type": "object",
+            "required": ["attributes"],
+            "properties": {
+                "attributes": {
+                    "type": "array",
+                    "description": "By name, in code point order.",
+                    "items": _ref("AttributeType"),
+                }
+            },
+        },
+        "AttributeReset": {
+            "allOf": [
+                _ref("AttributeType"),
+                {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                },
+            ],
+            "description": "The type forgotten.",
         },
         "StoredEvent": event_document,
         "Timeline": {"type": "array", "items": _ref("StoredEvent")},
@@ -588,6 +625,46 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     required=False,
                 ),
                 "responses": {**summary, **read_body_common},
+            },
+        },
+        "/api/v1/attributes": {
+            "get": {
+                "operationId": "listAttributeTypes",
+                "summary": "The attribute types fixed by first use",
+                "description": (
+                    "The first type seen for a custom attribute name (string, timestamp, "
+                    "number, boolean, object, array) is fixed for the account; an event with "
+                    "another type later is refused (es_index_error). Fields Trackway types by "
+                    "its own rules (the seed's body fields, user_agent, sent_at, …) are not "
+                    "listed: they never enter this registry."
+                ),
+                "tags": ["attributes"],
+                "responses": {
+                    "200": _answer("Every fixed type, by name.", _ref("AttributeTypes")),
+                    **read_common,
+                },
+            }
+        },
+        "/api/v1/attributes/{name}": {
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "The attribute's name (percent-encoded; it may hold a /).",
+                    "schema": _string(minLength=1),
+                }
+            ],
+            "delete": {
+                "operationId": "resetAttributeType",
+                "summary": "Forget a fixed type: the next event fixes it anew",
+                "description": "Events stored already keep their values.",
+                "tags": ["attributes"],
+                "responses": {
+                    "200": _answer("Forgotten.", _ref("AttributeReset")),
+                    "404": _message('No type is fixed for that name: "Attribute not found".'),
+                    **read_common,
+                },
             },
         },
         "/trackway.js": {

@@ -64,6 +64,7 @@ from trackway.store.base import (
     END_OF_TIME_MS,
     Account,
     ArrivedEvent,
+    AttributeType,
     Credential,
     CustomerRecord,
     ErrorFilter,
@@ -721,6 +722,21 @@ class PostgresStore:
                 cursor = await conn.execute(Q["archive_event"], (archived, account.id, name))
                 changed = cursor.rowcount
             return changed > 0
+
+        return await self._transaction(work)
+
+    async def attribute_types(self, account: Account) -> list[AttributeType]:
+        return [
+            AttributeType(*row) for row in await self._fetch(Q["attribute_types"], (account.id,))
+        ]
+
+    async def reset_attribute_type(self, account: Account, name: str) -> AttributeType | None:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> AttributeType | None:
+            # The writers' lock, exclusively: no group commit of the account holds the old type.
+            await conn.execute(Q["lock_account"], (account.id,))
+            cursor = await conn.execute(Q["delete_attribute_type"], (account.id, name))
+            row = await cursor.fetchone()
+            return None if row is None else AttributeType(*row)
 
         return await self._transaction(work)
 

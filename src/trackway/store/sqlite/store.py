@@ -28,6 +28,7 @@ from trackway.store.base import (
     END_OF_TIME_MS,
     Account,
     ArrivedEvent,
+    AttributeType,
     Credential,
     CustomerRecord,
     ErrorFilter,
@@ -331,6 +332,19 @@ class SQLiteStore:
                     Q["archive_event"], (int(archived), account.id, name)
                 ).rowcount
             return changed > 0
+
+        return await self._write(write)
+
+    async def attribute_types(self, account: Account) -> list[AttributeType]:
+        rows = await self._read(
+            lambda conn: conn.execute(Q["attribute_types"], (account.id,)).fetchall()
+        )
+        return [AttributeType(*row) for row in rows]
+
+    async def reset_attribute_type(self, account: Account, name: str) -> AttributeType | None:
+        def write(conn: sqlite3.Connection) -> AttributeType | None:
+            row = conn.execute(Q["delete_attribute_type"], (account.id, name)).fetchone()
+            return None if row is None else AttributeType(*row)
 
         return await self._write(write)
 
