@@ -316,14 +316,18 @@ class Trackway:
 
 
 def customer_document(customer: CustomerRecord) -> dict[str, Any]:
+    """The profile: its identify attributes at the top (where the document's own fields do
+    not use their names) and all of them, as sent, under `attributes`."""
     doc: dict[str, Any] = dict(customer.attributes)
     doc.update(
         uuid=customer.uuid,
         customer_id=customer.customer_id,
         email=customer.email,
+        emails=[v for k, v in customer.identifiers if k == "email"],
         device_ids=[v for k, v in customer.identifiers if k == "device_id"],
         cookies=[v for k, v in customer.identifiers if k == "cookie"],
         subscription_groups=dict(customer.subscriptions),
+        attributes=dict(customer.attributes),
         created_at=format_ms(customer.created_ms),
         updated_at=format_ms(customer.updated_ms),
     )

@@ -239,26 +239,41 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "Customer": {
             "type": "object",
-            "description": "The profile: identifiers, subscriptions and identify attributes.",
+            "description": (
+                "The profile: identifiers, subscriptions and identify attributes. Each "
+                "attribute is also a top-level key unless the document uses its name itself; "
+                "`attributes` holds every one as sent."
+            ),
             "required": [
                 "uuid",
                 "customer_id",
                 "email",
+                "emails",
                 "device_ids",
                 "cookies",
                 "subscription_groups",
+                "attributes",
                 "created_at",
                 "updated_at",
             ],
             "properties": {
                 "uuid": _string(format="uuid"),
                 "customer_id": _nullable(_string()),
-                "email": _nullable(_string()),
+                "email": _nullable(_string("The newest email an identify carried.")),
+                "emails": {
+                    **string_lists,
+                    "description": "Every email the customer was seen with (each finds it).",
+                },
                 "device_ids": string_lists,
                 "cookies": string_lists,
                 "subscription_groups": {
                     "type": "object",
                     "additionalProperties": {"type": "boolean"},
+                },
+                "attributes": {
+                    "type": "object",
+                    "description": "Every profile attribute as identify events sent it.",
+                    "additionalProperties": True,
                 },
                 "created_at": _string(format="date-time"),
                 "updated_at": _string(format="date-time"),
