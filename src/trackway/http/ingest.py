@@ -41,7 +41,7 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 Handler = Callable[[Credential, bytes], Awaitable[Response]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-_OK = (200, json_body({"status": "OK"}), [])
+_OK: Response = (200, json_body({"status": "OK"}), [])
 _PIXEL_HEADERS = [
     (b"content-type", b"image/gif"),
     (b"cache-control", b"no-cache, no-store, must-revalidate, private, max-age=0"),
@@ -171,6 +171,7 @@ class IngestEndpoints:
     async def refuse_nul(self, scope: dict[str, Any], send: Any) -> None:
         """No stored name, uuid or identifier holds a NUL (PostgreSQL text cannot): a path with
         one names nothing (404), a query parameter with one is refused (400)."""
+        headers: list[tuple[bytes, bytes]]
         if "\x00" in scope["path"]:
             status, payload, headers = 404, json_body({"message": "Not found"}), []
         else:

@@ -407,6 +407,7 @@ class SQLiteStore:
     async def events_since(
         self, account: Account, after_id: int, limit: int, event: str | None = None
     ) -> list[ArrivedEvent]:
+        params: tuple[Any, ...]
         if event is None:
             sql, params = Q["events_since"], (after_id, account.id, limit)
         else:
@@ -424,6 +425,7 @@ class SQLiteStore:
         before_ms, before_id = before or (END_OF_TIME_MS, 2**63 - 1)
         state = _replayed_param(where.replayed)
         tail = (before_ms, before_ms, before_id, state, state, limit)
+        params: tuple[Any, ...]
         if where.error_type is None:
             sql, params = Q["error_page"], (account.id, where.start_ms, where.end_ms, *tail)
         else:
