@@ -54,6 +54,8 @@ GET_READS = [
     ("GET", "/api/v1/customer_search/show_events"),
     ("GET", "/api/v1/event/history"),
     ("GET", "/api/v1/event/summary.json"),
+    ("GET", "/api/v1/attributes"),
+    ("DELETE", "/api/v1/attributes/{uuid}"),
 ]
 AUTHENTICATED = INGEST + BODY_READS + GET_READS
 EVERY_ENDPOINT = [*AUTHENTICATED, ("GET", "/unity.gif")]
@@ -883,6 +885,15 @@ def test_sql_and_markup_in_every_field_are_stored_verbatim(hostile: Hostile) -> 
     assert (
         pixel["url"] == fragment and pixel["referrer"] == fragment and pixel[fragment] == fragment
     )
+    # Attribute names are values too: listed as sent, and each reset by its own name.
+    listed = hostile.client.get("/api/v1/attributes", headers=user).json()["attributes"]
+    names = {fragment[:100] for fragment in SQL_FRAGMENTS + MARKUP}
+    assert names <= {a["name"] for a in listed}
+    for name in sorted(names):
+        response = hostile.client.delete(f"/api/v1/attributes/{quote(name, safe='')}", headers=user)
+        assert (response.status_code, response.json()["name"]) == (200, name), response.text
+    listed = hostile.client.get("/api/v1/attributes", headers=user).json()["attributes"]
+    assert names.isdisjoint(a["name"] for a in listed) and listed
     # Nothing was interpreted: the tables and the other accounts are as they were.
     assert len(query(account.db_path, "SELECT id FROM accounts")) == accounts_before
     assert len(account.events()) == len(SQL_FRAGMENTS + MARKUP) + 4
