@@ -135,13 +135,24 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "cookie": _string(maxLength=255),
         "timestamp": {
             "oneOf": [_string(format="date-time"), {"type": "number"}],
-            "description": "ISO 8601 or Unix seconds; default: the time of receipt.",
+            "description": "ISO 8601 or Unix seconds; default: the time of receipt. "
+            + (
+                f"At most {settings.max_future_hours} hours after the receipt, after clock-skew "
+                "correction (--max-future-hours)."
+                if settings.max_future_hours
+                else "Any instant to 9999 (--max-future-hours 0)."
+            ),
         },
         "sent_at": {
             "oneOf": [_string(format="date-time"), {"type": "number"}],
             "description": "The client's clock when it sent the event (corrects skew).",
         },
-        "user_agent": _string(),
+        "user_agent": _string("The browser's; parsed into the browser_* fields of reads."),
+        "ip": _string(),
+        "referrer": _string(),
+        "url": _string(),
+        "site": _string(),
+        "session_uuid": _string(),
         "subscription_groups": {
             "type": "array",
             "items": {
@@ -191,8 +202,10 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "type": "object",
             "description": (
                 "`event` and at least one identifier (customer_id, email, email_hash, "
-                "device_id, cookie) are required; every other key is a custom attribute, kept "
-                "as sent (the first type seen for a name is fixed for the account)."
+                "device_id, cookie) are required. The fields Trackway reads or fills are typed "
+                "by its rules (these, and what a read adds: account_uuid, user_uuid, "
+                "timestamp_epoch, …); every other key is a custom attribute, kept as sent (the "
+                "first type seen for a name is fixed for the account: /api/v1/attributes)."
             ),
             "required": ["event"],
             "properties": event_properties,
