@@ -1,5 +1,5 @@
 # `make run`: install into .venv, create the account `default` on first start, serve on :8080.
-# `make test`: install into .venv (with test extras) and run every test.
+# `make test`: install into .venv (with test extras), lint, type-check (mypy) and run every test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,11 +19,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	scripts/with-postgres $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

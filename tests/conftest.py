@@ -240,10 +240,14 @@ def create_account(db_path: Target, name: str | None = None) -> Account:
 class Server:
     """A `trackway serve` subprocess on its own port, in its own process group."""
 
-    def __init__(self, db_path: Target, log_path: Path, *extra_args: str) -> None:
+    def __init__(
+        self, db_path: Target, log_path: Path, *extra_args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.db_path = db_path
         self.log_path = log_path
         self.extra_args = extra_args
+        # TRACKWAY_* variables of its own (those of the test run are not passed on).
+        self.env = env or {}
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -262,6 +266,7 @@ class Server:
     def start(self) -> Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKWAY_")}
+        env.update(self.env)
         args = [
             *trackway_command(),
             "serve",

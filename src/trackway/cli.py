@@ -18,7 +18,7 @@ from trackway.domain.errors import AccountExists, AccountNotFound, NotFound, Sto
 from trackway.domain.keys import KEY_KINDS, hash_key, new_key
 from trackway.logs import logging_config
 from trackway.service import Trackway
-from trackway.settings import Settings
+from trackway.settings import Settings, max_ahead_ms
 from trackway.store import Store, open_store
 
 T = TypeVar("T")
@@ -31,6 +31,16 @@ database_option = click.option(
     default=DEFAULTS.database_url,
     show_default=True,
     help="sqlite:///PATH (relative) or sqlite:////PATH (absolute). Env: TRACKWAY_DATABASE_URL.",
+)
+
+max_future_hours_option = click.option(
+    "--max-future-hours",
+    envvar="TRACKWAY_MAX_FUTURE_HOURS",
+    default=DEFAULTS.max_future_hours,
+    type=click.IntRange(0),
+    show_default=True,
+    help="Refuse events whose timestamp is more than this many hours after their receipt "
+    "(after clock-skew correction); 0: no bound. Env: TRACKWAY_MAX_FUTURE_HOURS.",
 )
 
 
@@ -152,6 +162,7 @@ def main() -> None:
     show_default=True,
     help="Comma-separated proxy addresses (or *) whose X-Forwarded-For is trusted; empty: none.",
 )
+@max_future_hours_option
 @click.option(
     "--log-format",
     envvar="TRACKWAY_LOG_FORMAT",
@@ -434,6 +445,48 @@ def events_unarchive(name: str, account: str, database_url: str) -> None:
     _update_event_name(database_url, account, name, archived=False)
 
 
+@main.group()
+def attributes() -> None:
+    """List the attribute types fixed by first use; reset one."""
+
+
+@attributes.command("list")
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object a line.")
+def attributes_list(account: str, database_url: str, as_json: bool) -> None:
+    """The custom attribute names of ACCOUNT with the type the first event that carried each
+    fixed (string, timestamp, number, boolean, object, array) and when (GET /api/v1/attributes)."""
+    from trackway.service import attribute_document
+
+    async def fixed(store: Store) -> list[Any]:
+        return await store.attribute_types(await store.find_account(account))
+
+    for attribute in with_store(database_url, fixed):
+        doc = attribute_document(attribute)
+        if as_json:
+            click.echo(json.dumps(doc, ensure_ascii=False))
+        else:
+            click.echo(f"{doc['name']}  {doc['type']}  {doc['first_seen_at'] or '-'}")
+
+
+@attributes.command("reset")
+@click.argument("name")
+@click.option("--account", required=True, help="Account name or uuid.")
+@database_option
+def attributes_reset(name: str, account: str, database_url: str) -> None:
+    """Forget the type fixed for attribute NAME: the next event that carries it fixes it anew
+    (DELETE /api/v1/attributes/NAME). Events stored already keep their values."""
+
+    async def reset(store: Store) -> Any:
+        return await store.reset_attribute_type(await store.find_account(account), name)
+
+    forgotten = with_store(database_url, reset)
+    if forgotten is None:
+        raise click.ClickException(f"account {account!r} has no type fixed for {name!r}")
+    click.echo(f"forgot the type {forgotten.type} of {name!r}; the next event fixes it anew")
+
+
 class _ImportFailed(click.ClickException):
     exit_code = transfer.EXIT_FAILED
 
@@ -452,8 +505,14 @@ class _ImportFailed(click.ClickException):
     help="Events per store call (one group commit).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Also print the summary as JSON on stdout.")
+@max_future_hours_option
 def import_events(
-    source: str, account: str, database_url: str, batch_size: int, as_json: bool
+    source: str,
+    account: str,
+    database_url: str,
+    batch_size: int,
+    as_json: bool,
+    max_future_hours: int,
 ) -> None:
     """Load events from FILE (NDJSON: one event a line, in the body format of POST
     /api/v1/event; gunzipped when it ends in .gz) or from stdin (-) into ACCOUNT, under the
@@ -462,6 +521,8 @@ def import_events(
     \b
     A line without an event_uuid gets one derived from the account and the line itself, so
     running the same file again stores nothing twice (resume an interrupted import that way).
+    Timestamps are kept as given; one more than --max-future-hours after the import is refused
+    (0: none is).
     Rejected lines go to FILE.rejected.ndjson (stdin: ./import-rejected-<time>.ndjson), one
     JSON object each: line, error_type, errors, raw. A summary goes to stderr.
 
@@ -470,7 +531,9 @@ def import_events(
                  2 usage error; 3 the database failed (re-run to resume).
     """
     try:
-        code = transfer.run_import(source, account, database_url, batch_size, as_json)
+        code = transfer.run_import(
+            source, account, database_url, batch_size, as_json, max_ahead_ms(max_future_hours)
+        )
     except transfer.UsageError as exc:
         raise click.UsageError(str(exc)) from None
     except StoreUnavailable as exc:
@@ -599,6 +662,7 @@ def errors_export(
 @click.option("--id", "ids", type=int, multiple=True, help="This error (repeat for more).")
 @click.option("--all", "replay_all", is_flag=True, help="Every pending error (no filter).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
+@max_future_hours_option
 def errors_replay(
     account: str,
     error_type: str | None,
@@ -607,6 +671,7 @@ def errors_replay(
     ids: tuple[int, ...],
     replay_all: bool,
     as_json: bool,
+    max_future_hours: int,
 ) -> None:
     """Resubmit stored payloads of ACCOUNT through today's rules: those that pass are stored as
     events and marked replayed; the others stay, with their new messages. Give --id, or a
@@ -618,7 +683,9 @@ def errors_replay(
     where = None if ids else _error_filter(error_type, day)
     outcome = with_store(
         database_url,
-        lambda store: errors_log.replay_rows(store, account, list(ids) or None, where),
+        lambda store: errors_log.replay_rows(
+            store, account, list(ids) or None, where, max_ahead_ms(max_future_hours)
+        ),
     )
     if as_json:
         click.echo(json.dumps(outcome.document()))

@@ -21,7 +21,13 @@ from typing import Any, BinaryIO
 import msgspec
 
 from trackway.domain.errors import EventRejected, InvalidRequest
-from trackway.domain.events import ERROR_TYPES, AcceptedEvent, parse_json_object, validate_event
+from trackway.domain.events import (
+    ERROR_TYPES,
+    MAX_AHEAD_MS,
+    AcceptedEvent,
+    parse_json_object,
+    validate_event,
+)
 from trackway.domain.pixel import pixel_body, pixel_key, pixel_parameters
 from trackway.domain.timestamps import format_ms, now_ms
 from trackway.store.base import Account, ErrorFilter, LoggedError, Store
@@ -238,8 +244,11 @@ def replay_bodies(raw: bytes) -> list[dict[str, Any]]:
     return items
 
 
-def replay_events(account: Account, row: LoggedError) -> list[AcceptedEvent]:
-    """The row's payload through today's rules, received when it first was."""
+def replay_events(
+    account: Account, row: LoggedError, max_ahead_ms: int | None = MAX_AHEAD_MS
+) -> list[AcceptedEvent]:
+    """The row's payload through today's rules, received when it first was (so a timestamp
+    too far in the future then still is)."""
     bodies = replay_bodies(row.raw)
     accepted = []
     for index, body in enumerate(bodies):
@@ -247,7 +256,11 @@ def replay_events(account: Account, row: LoggedError) -> list[AcceptedEvent]:
             name = f"{account.uuid}/{row.id}/{index}"
             body = {**body, "event_uuid": str(uuid.uuid5(REPLAY_NAMESPACE, name))}
         try:
-            accepted.append(validate_event(body, row.received_ms, account.verification_secret))
+            accepted.append(
+                validate_event(
+                    body, row.received_ms, account.verification_secret, max_ahead_ms=max_ahead_ms
+                )
+            )
         except EventRejected as rejected:
             if len(bodies) == 1:
                 raise
@@ -287,8 +300,10 @@ class ReplayOutcome:
 
 
 class ErrorLog:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_ahead_ms: int | None = MAX_AHEAD_MS) -> None:
         self.store = store
+        # Replays pass today's rules, this bound of future timestamps among them.
+        self.max_ahead_ms = max_ahead_ms
 
     async def page(
         self,
@@ -376,7 +391,7 @@ class ErrorLog:
                 outcome.skipped.append(row.id)
                 continue
             try:
-                accepted = replay_events(account, row)
+                accepted = replay_events(account, row, self.max_ahead_ms)
             except EventRejected as rejected:
                 failed[row.id] = rejected
                 continue
@@ -385,8 +400,8 @@ class ErrorLog:
             owners += [row.id] * len(accepted)
         if events:
             result = await self.store.ingest(account, events)
-            for index, rejected in result.rejected:
-                failed.setdefault(owners[index], rejected)
+            for index, refused in result.rejected:
+                failed.setdefault(owners[index], refused)
         replayed = [(i, ",".join(u)) for i, u in passed.items() if i not in failed]
         if replayed or failed:
             await self.store.record_replays(account, replayed, list(failed.items()), now_ms())
@@ -420,10 +435,14 @@ async def export_rows(
 
 
 async def replay_rows(
-    store: Store, account_ref: str, ids: Sequence[int] | None, where: ErrorFilter | None
+    store: Store,
+    account_ref: str,
+    ids: Sequence[int] | None,
+    where: ErrorFilter | None,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
 ) -> ReplayOutcome:
     account = await store.find_account(account_ref)
-    return await ErrorLog(store).replay(account, ids=ids, where=where)
+    return await ErrorLog(store, max_ahead_ms).replay(account, ids=ids, where=where)
 
 
 def list_line(row: LoggedError) -> str:

@@ -20,6 +20,7 @@ from trackway.domain.errors import (
     TooManyEvents,
 )
 from trackway.domain.events import (
+    NOT_AN_OBJECT,
     AcceptedEvent,
     decode_event_body,
     encode_json,
@@ -33,6 +34,7 @@ from trackway.domain.timestamps import format_ms, now_ms
 from trackway.settings import Settings
 from trackway.store.base import (
     Account,
+    AttributeType,
     Credential,
     CustomerRecord,
     IngestResult,
@@ -71,6 +73,7 @@ class Trackway:
         limit = settings.ingest_rate_limit
         # Each worker process holds its share of the limit: no shared state on the hot path.
         self._ingest_rate = TokenBuckets(limit / settings.workers) if limit > 0 else None
+        self.max_ahead_ms = settings.max_ahead_ms
 
     def check_ingest_rate(self, account: Account, events: int) -> None:
         if self._ingest_rate is not None:
@@ -111,7 +114,9 @@ class Trackway:
         self.check_ingest_rate(account, 1)
         received = now_ms()
         try:
-            event = decode_event_body(raw, received, account.verification_secret)
+            event = decode_event_body(
+                raw, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+            )
         except EventRejected as rejected:
             await self.log_rejections(
                 account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
@@ -132,7 +137,9 @@ class Trackway:
             log.info("pixel event of account %s dropped: over the ingest rate limit", account.name)
             return
         try:
-            event = validate_event(body, received, account.verification_secret)
+            event = validate_event(
+                body, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+            )
         except EventRejected as rejected:
             await self.log_rejections(
                 account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
@@ -153,11 +160,11 @@ class Trackway:
             raise
         items = body.get("events")
         if not isinstance(items, list):
-            rejected = EventRejected("parsing_error", {"events": ["must be an array of events"]})
+            no_array = EventRejected("parsing_error", {"events": ["must be an array of events"]})
             await self.log_rejections(
-                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+                account, [Rejection(received, no_array.error_type, no_array.errors, raw)]
             )
-            raise rejected
+            raise no_array
         if len(items) > self.settings.max_bulk_events:
             raise TooManyEvents(self.settings.max_bulk_events)
         self.check_ingest_rate(account, len(items))
@@ -168,8 +175,13 @@ class Trackway:
         for index, item in enumerate(items):
             try:
                 if not isinstance(item, dict):
-                    raise EventRejected("parsing_error", {"event": ["must be a JSON object"]})
-                accepted.append(validate_event(item, received, account.verification_secret))
+                    # Like the same item sent alone to /api/v1/event.
+                    raise EventRejected("parsing_error", {"body": [NOT_AN_OBJECT]})
+                accepted.append(
+                    validate_event(
+                        item, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                    )
+                )
                 positions.append(index)
             except EventRejected as rejected:
                 uuid = item.get("event_uuid") if isinstance(item, dict) else None
@@ -180,9 +192,9 @@ class Trackway:
                     Rejection(received, rejected.error_type, rejected.errors, encode_json(item))
                 )
         result = await self.store.ingest(account, accepted, rejections)
-        for position, rejected in result.rejected:
+        for position, refused in result.rejected:
             event = accepted[position]
-            errors.append(BulkError(positions[position], event.event_uuid, rejected.errors))
+            errors.append(BulkError(positions[position], event.event_uuid, refused.errors))
         errors.sort(key=lambda e: e.index)
         return BulkResult(count=len(accepted) - len(result.rejected), errors=errors)
 
@@ -291,6 +303,21 @@ class Trackway:
         names = await self.store.event_names(account)
         return reads.summary_document(start, end, event_counts, error_counts, names)
 
+    # -- attribute types -----------------------------------------------------------------
+
+    async def attribute_types(self, account: Account) -> dict[str, Any]:
+        """GET /api/v1/attributes: every type fixed by first use, by name."""
+        return {
+            "attributes": [attribute_document(a) for a in await self.store.attribute_types(account)]
+        }
+
+    async def reset_attribute_type(self, account: Account, name: str) -> dict[str, Any]:
+        """Forget a fixed type: the next event that carries the name fixes it anew."""
+        forgotten = await self.store.reset_attribute_type(account, name)
+        if forgotten is None:
+            raise NotFound("Attribute not found")
+        return {"status": "ok", **attribute_document(forgotten)}
+
     async def _count_call(self, account: Account, name: str, per_hour: int) -> None:
         now = now_ms()
         window = now - now % HOUR_MS
@@ -300,14 +327,18 @@ class Trackway:
 
 
 def customer_document(customer: CustomerRecord) -> dict[str, Any]:
+    """The profile: its identify attributes at the top (where the document's own fields do
+    not use their names) and all of them, as sent, under `attributes`."""
     doc: dict[str, Any] = dict(customer.attributes)
     doc.update(
         uuid=customer.uuid,
         customer_id=customer.customer_id,
         email=customer.email,
+        emails=[v for k, v in customer.identifiers if k == "email"],
         device_ids=[v for k, v in customer.identifiers if k == "device_id"],
         cookies=[v for k, v in customer.identifiers if k == "cookie"],
         subscription_groups=dict(customer.subscriptions),
+        attributes=dict(customer.attributes),
         created_at=format_ms(customer.created_ms),
         updated_at=format_ms(customer.updated_ms),
     )
@@ -316,3 +347,12 @@ def customer_document(customer: CustomerRecord) -> dict[str, Any]:
 
 def _same(key: str) -> str:
     return key
+
+
+def attribute_document(attribute: AttributeType) -> dict[str, Any]:
+    first_seen = attribute.first_seen_ms
+    return {
+        "name": attribute.name,
+        "type": attribute.type,
+        "first_seen_at": None if first_seen is None else format_ms(first_seen),
+    }

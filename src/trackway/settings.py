@@ -44,6 +44,10 @@ class Settings:
     # Page origins (comma-separated, or *) whose scripts may call the ingest paths (CORS).
     cors_origins: str = "*"
 
+    # Hours after its receipt an event's timestamp may be (after clock-skew correction); later
+    # ones are refused. 0: no bound.
+    max_future_hours: int = 24
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Defaults, overridden by TRACKWAY_<FIELD> variables, overridden by non-None overrides."""
@@ -73,10 +77,21 @@ class Settings:
             raise ValueError("workers must be at least 1")
         if not (0 < self.port < 65536):
             raise ValueError("port must be between 1 and 65535")
+        if self.max_future_hours < 0:
+            raise ValueError("max_future_hours must be 0 (no bound) or more")
+
+    @property
+    def max_ahead_ms(self) -> int | None:
+        """The future bound of timestamps in milliseconds, None when there is none."""
+        return max_ahead_ms(self.max_future_hours)
 
     def to_env(self) -> dict[str, str]:
         """The variables that make from_env() in another process return these settings."""
         return {env_name(f.name): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def max_ahead_ms(max_future_hours: int) -> int | None:
+    return max_future_hours * 3_600_000 if max_future_hours > 0 else None
 
 
 def env_name(field_name: str) -> str:

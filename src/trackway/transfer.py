@@ -32,7 +32,12 @@ from typing import IO, Any
 import msgspec
 
 from trackway.domain.errors import AccountNotFound, EventRejected, StoreUnavailable
-from trackway.domain.events import AcceptedEvent, parse_json_object, validate_event
+from trackway.domain.events import (
+    MAX_AHEAD_MS,
+    AcceptedEvent,
+    parse_json_object,
+    validate_event,
+)
 from trackway.domain.timestamps import now_ms, parse_timestamp
 from trackway.store import Account, IngestResult, Rejection, Store, open_store
 
@@ -139,10 +144,14 @@ class EventUuids:
 
 
 def prepare_batch(
-    lines: Iterable[tuple[int, bytes]], uuids: EventUuids, verification_secret: str | None
+    lines: Iterable[tuple[int, bytes]],
+    uuids: EventUuids,
+    verification_secret: str | None,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
 ) -> PreparedBatch:
     """Decode and validate each (line number, line) under the API's rules; blank lines are
-    skipped."""
+    skipped. History is received now: a timestamp more than `max_ahead_ms` after the import
+    is refused, as the API refuses it (None: no bound)."""
     received = now_ms()
     events: list[AcceptedEvent] = []
     event_lines: list[int] = []
@@ -162,7 +171,13 @@ def prepare_batch(
             if event_uuid is None or event_uuid == "":
                 body["event_uuid"] = uuids.of(line)
             events.append(
-                validate_event(body, received, verification_secret, correct_clock_skew=False)
+                validate_event(
+                    body,
+                    received,
+                    verification_secret,
+                    correct_clock_skew=False,
+                    max_ahead_ms=max_ahead_ms,
+                )
             )
             event_lines.append(number)
             event_raws.append(line)
@@ -241,6 +256,7 @@ async def import_lines(
     batch_size: int = BATCH_EVENTS,
     rejected_file: RejectedFile | None = None,
     on_progress: Any = None,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
 ) -> ImportSummary:
     """Import numbered lines into the account; return the counts. Each batch is read and
     validated on a thread while the store commits the ones before it."""
@@ -251,7 +267,7 @@ async def import_lines(
 
     def next_batch() -> PreparedBatch | None:
         chunk = list(itertools.islice(lines, batch_size))
-        return prepare_batch(chunk, uuids, secret) if chunk else None
+        return prepare_batch(chunk, uuids, secret, max_ahead_ms) if chunk else None
 
     def settle(batch: PreparedBatch, result: IngestResult) -> None:
         summary.lines += batch.lines
@@ -297,7 +313,12 @@ async def import_lines(
 
 
 def run_import(
-    source: str, account_ref: str, database_url: str, batch_size: int, as_json: bool
+    source: str,
+    account_ref: str,
+    database_url: str,
+    batch_size: int,
+    as_json: bool,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
 ) -> int:
     """`trackway import`: the exit status (EXIT_OK, EXIT_REJECTED); raises UsageError or
     StoreUnavailable."""
@@ -329,6 +350,7 @@ def run_import(
                 batch_size=batch_size,
                 rejected_file=rejected_file,
                 on_progress=progress.update,
+                max_ahead_ms=max_ahead_ms,
             )
 
     try:

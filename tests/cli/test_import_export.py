@@ -130,7 +130,7 @@ def at(day: int, seconds: int = 0) -> str:
 GOOD = 40
 BAD_LINES: list[tuple[bytes, str, dict[str, list[str]]]] = [
     (b"this is not json", "parsing_error", {"body": ["is not valid JSON"]}),
-    (b"[1, 2, 3]", "parsing_error", {"body": ["is not valid JSON"]}),
+    (b"[1, 2, 3]", "parsing_error", {"body": ["must be a JSON object"]}),
     (
         b'{"event": "view", "customer_id": "c1", "email": "not-an-email"}',
         "invalid_email",
@@ -282,6 +282,98 @@ def test_gzip_and_stdin(database: str, tmp_path: Path) -> None:
         "raw": "{oops",
     }
     assert with_store(database, lambda store, account: store.count_events(account)) == 31
+
+
+FUTURE = {"timestamp": ["must not be more than 24 hours in the future"]}
+
+
+def test_import_holds_lines_to_the_field_rules_and_the_future_bound(
+    database: str, tmp_path: Path
+) -> None:
+    """History is received at the time of the import: a line dated more than 24 hours after it
+    is refused like an API call (its timestamp is kept as given, no clock-skew correction), and
+    so is a built-in field of the wrong type; neither fixes an attribute type."""
+    create_account(database)
+    soon = (datetime.now(UTC) + timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [
+        {"event": "view", "cookie": "k", "timestamp": at(0), "plan": "pro"},
+        {"event": "view", "cookie": "k", "timestamp": soon},
+        {"event": "view", "cookie": "k", "timestamp": "2099-01-01T00:00:00Z"},
+        # A sent_at does not move an imported timestamp, into the bound or out of it.
+        {
+            "event": "view",
+            "cookie": "k",
+            "timestamp": "2099-01-01T00:00:00Z",
+            "sent_at": "2099-01-01T00:00:00Z",
+        },
+        {"event": "view", "cookie": "k", "timestamp": at(1), "user_agent": 123},
+        {"event": "view", "cookie": "k", "sent_at": "garbage"},
+    ]
+    source = tmp_path / "events.ndjson"
+    source.write_bytes(ndjson(lines))
+    status, summary, _ = import_file(database, source)
+    assert (status, summary["accepted"], summary["rejected"]) == (1, 2, 4)
+    assert summary["rejected_by_type"] == {"invalid_event_attributes": 4}
+    records = [
+        json.loads(r)
+        for r in (tmp_path / "events.ndjson.rejected.ndjson").read_bytes().splitlines()
+    ]
+    assert [(r["line"], r["errors"]) for r in records] == [
+        (3, FUTURE),
+        (4, FUTURE),
+        (5, {"user_agent": ["must be a string"]}),
+        (6, {"sent_at": ["is not a valid ISO 8601 timestamp or Unix time"]}),
+    ]
+
+    async def fixed(store: Store, account: Account) -> list[Any]:
+        return [(a.name, a.type) for a in await store.attribute_types(account)]
+
+    assert with_store(database, fixed) == [("plan", "string")]
+
+
+def test_import_with_the_bound_off_reaches_the_end_of_the_calendar(
+    database: str, tmp_path: Path
+) -> None:
+    """--max-future-hours 0 (or TRACKWAY_MAX_FUTURE_HOURS=0) imports scheduled or far-future
+    events as given, up to the last instant a timestamp may have (PostgreSQL keeps it in the
+    partition of December 9999); export gives them back."""
+    create_account(database)
+    lines = [
+        {"event": "launch", "cookie": "k", "timestamp": "2099-01-01T00:00:00Z"},
+        {"event": "launch", "cookie": "k", "timestamp": "9999-12-31T23:59:59.999Z"},
+    ]
+    source = tmp_path / "far.ndjson"
+    source.write_bytes(ndjson(lines))
+    status, summary, _ = import_file(database, source)
+    assert (status, summary["rejected"]) == (1, 2)
+    result = trackway(
+        "import", source, "--account", "shop", "--database", database, "--max-future-hours", "0"
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    exported = [json.loads(line) for line in export(database).splitlines()]
+    assert [e["timestamp"] for e in exported] == [
+        "2099-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999Z",
+    ]
+    # The variable does the same (the flag wins when both are given).
+    more = tmp_path / "more.ndjson"
+    more.write_bytes(
+        ndjson([{"event": "launch", "cookie": "k", "timestamp": "2500-06-01T00:00:00Z"}])
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKWAY_")}
+    env["TRACKWAY_MAX_FUTURE_HOURS"] = "0"
+    command = [
+        *trackway_command(),
+        "import",
+        str(more),
+        "--account",
+        "shop",
+        "--database",
+        database,
+    ]
+    assert subprocess.run(command, env=env, capture_output=True, timeout=120).returncode == 0
+    command += ["--max-future-hours", "24"]
+    assert subprocess.run(command, env=env, capture_output=True, timeout=120).returncode == 1
 
 
 def test_usage_errors_exit_2(database: str, tmp_path: Path) -> None:

@@ -83,3 +83,18 @@ def test_list_export_and_replay_from_the_command_line(
     }
     again = tenant.cli("errors", "replay", "--account", tenant.name, "--all").stdout
     assert again.startswith("replayed 0, still failing 2")
+
+
+def test_replay_from_the_command_line_takes_the_future_bound(deployment: Deployment) -> None:
+    """An event dated far ahead stays refused on replay (received when it first was), unless
+    the replay is told there is no bound."""
+    client, tenant = deployment.client, deployment.tenant()
+    far = {"event": "launch", "cookie": "c", "timestamp": "2099-01-01T00:00:00Z"}
+    assert rejected(client, tenant, far) == {
+        "timestamp": ["must not be more than 24 hours in the future"]
+    }
+    args = ("errors", "replay", "--account", tenant.name, "--all", "--json")
+    outcome = json.loads(tenant.cli(*args).stdout)
+    assert (outcome["replayed"], outcome["failed"]) == (0, 1)
+    outcome = json.loads(tenant.cli(*args, "--max-future-hours", "0").stdout)
+    assert (outcome["replayed"], outcome["failed"]) == (1, 0)

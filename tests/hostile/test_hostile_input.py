@@ -54,6 +54,8 @@ GET_READS = [
     ("GET", "/api/v1/customer_search/show_events"),
     ("GET", "/api/v1/event/history"),
     ("GET", "/api/v1/event/summary.json"),
+    ("GET", "/api/v1/attributes"),
+    ("DELETE", "/api/v1/attributes/{uuid}"),
 ]
 AUTHENTICATED = INGEST + BODY_READS + GET_READS
 EVERY_ENDPOINT = [*AUTHENTICATED, ("GET", "/unity.gif")]
@@ -545,22 +547,36 @@ def test_numbers_of_400_digits(hostile: Hostile) -> None:
 
 
 def test_instants_at_the_edge_of_the_calendar(hostile: Hostile) -> None:
-    """Year 9999 is the last a timestamp may be: a range or a clock-skew correction that would
-    pass it stays in it (these were 500s: "year 10000 is out of range")."""
+    """Year 9999 is the last a timestamp may be and 1970 the first: a range or a clock-skew
+    correction that would pass them stays in them (these were 500s: "year 10000 is out of
+    range"). With the default bound of 24 hours, year 9999 is refused as the future it is
+    (tests/cli/test_import_export.py imports it with the bound off)."""
     account = hostile.fresh_account()
+    future = ["must not be more than 24 hours in the future"]
+    for event in (
+        {"event": "edge", "cookie": "c", "timestamp": "9999-12-31T23:59:59Z"},
+        {"event": "edge", "cookie": "c", "timestamp": "9999-12-31T23:59:59Z", "sent_at": 0},
+    ):
+        response = hostile.client.post(
+            "/api/v1/event", json=event, headers=basic(account.event_key)
+        )
+        hostile.note(
+            f"timestamp in year 9999 (sent_at {event.get('sent_at')})", response.status_code
+        )
+        assert (response.status_code, response.json()) == (400, {"errors": {"timestamp": future}})
     event_uuid = str(uuid.uuid4())
     event = {
         "event": "edge",
         "cookie": "c",
         "event_uuid": event_uuid,
-        "timestamp": "9999-12-31T23:59:59Z",
-        "sent_at": "1970-01-01T00:00:00Z",
+        "timestamp": "1970-01-01T00:00:00Z",
+        "sent_at": "9999-12-31T23:59:59Z",
     }
     response = hostile.client.post("/api/v1/event", json=event, headers=basic(account.event_key))
-    hostile.note("clock-skew correction past 9999", response.status_code)
+    hostile.note("clock-skew correction before 1970", response.status_code)
     assert response.status_code == 200
     _, body = account.stored(event_uuid)
-    assert body["timestamp"] == "9999-12-31T23:59:59.999Z"
+    assert body["timestamp"] == "1970-01-01T00:00:00.000Z"
     user = basic(account.user_key)
     for params in [
         {"timestamp_start": "9999-12-25T00:00:00Z", "timestamp_end": "9999-12-31T23:59:59Z"},
@@ -571,6 +587,7 @@ def test_instants_at_the_edge_of_the_calendar(hostile: Hostile) -> None:
         hostile.note(f"summary.json {params}", response.status_code)
         assert response.status_code == 200, response.text
     assert response.json()["timestamp_start"] == "1969-12-26T00:00:00.000Z"
+    assert response.json()["events_chart_stats"][0]["events"] == {"edge": [0, 0, 0, 0, 0, 0, 1, 0]}
 
 
 def test_duplicate_keys_last_one_wins(hostile: Hostile) -> None:
@@ -868,6 +885,15 @@ def test_sql_and_markup_in_every_field_are_stored_verbatim(hostile: Hostile) -> 
     assert (
         pixel["url"] == fragment and pixel["referrer"] == fragment and pixel[fragment] == fragment
     )
+    # Attribute names are values too: listed as sent, and each reset by its own name.
+    listed = hostile.client.get("/api/v1/attributes", headers=user).json()["attributes"]
+    names = {fragment[:100] for fragment in SQL_FRAGMENTS + MARKUP}
+    assert names <= {a["name"] for a in listed}
+    for name in sorted(names):
+        response = hostile.client.delete(f"/api/v1/attributes/{quote(name, safe='')}", headers=user)
+        assert (response.status_code, response.json()["name"]) == (200, name), response.text
+    listed = hostile.client.get("/api/v1/attributes", headers=user).json()["attributes"]
+    assert names.isdisjoint(a["name"] for a in listed) and listed
     # Nothing was interpreted: the tables and the other accounts are as they were.
     assert len(query(account.db_path, "SELECT id FROM accounts")) == accounts_before
     assert len(account.events()) == len(SQL_FRAGMENTS + MARKUP) + 4

@@ -52,9 +52,11 @@ def test_first_event_creates_a_customer_found_by_its_identifier(client, account)
         "uuid": row["user_uuid"],
         "customer_id": None,
         "email": None,
+        "emails": [],
         "device_ids": [],
         "cookies": ["ck-1"],
         "subscription_groups": {},
+        "attributes": {},
         "created_at": iso_ms(row["received_ms"]),
         "updated_at": iso_ms(row["received_ms"]),
     }
@@ -336,6 +338,51 @@ def test_identify_updates_profile_attributes_other_events_do_not(client, account
     after_identify = customer(client, account, customer_id="c-1")
     assert (after_identify["first_name"], after_identify["plan"]) == ("Bea", "gold")
     assert "event" not in after_identify and "event_uuid" not in after_identify
+
+
+def test_identify_with_a_new_email_updates_the_profile_and_keeps_the_old_one(client, account):
+    """The issue's third report: the old email stayed on the profile and updated_at did not
+    move; the new email found the profile, but nothing showed it."""
+    send(client, account, {"event": "identify", "customer_id": "c-1", "email": "ann@old.example"})
+    before = customer(client, account, customer_id="c-1")
+    assert (before["email"], before["emails"]) == ("ann@old.example", ["ann@old.example"])
+    send(client, account, {"event": "identify", "customer_id": "c-1", "email": "Ann@New.example"})
+    after = customer(client, account, customer_id="c-1")
+    assert after["email"] == "ann@new.example"
+    assert after["emails"] == ["ann@old.example", "ann@new.example"]
+    assert after["updated_at"] > before["updated_at"]
+    assert after["created_at"] == before["created_at"]
+    for email in ("ann@old.example", "ANN@new.example"):
+        assert customer(client, account, email=email)["uuid"] == after["uuid"]
+    # Another event with a third email adds it, but the profile keeps the identify's.
+    send(client, account, {"event": "purchase", "customer_id": "c-1", "email": "a@third.example"})
+    last = customer(client, account, customer_id="c-1")
+    assert last["email"] == "ann@new.example"
+    assert last["emails"] == ["ann@old.example", "ann@new.example", "a@third.example"]
+    assert customer(client, account, email="a@third.example")["uuid"] == after["uuid"]
+
+
+def test_traits_named_like_the_document_fields_are_kept_under_attributes(client, account):
+    """The issue's fourth report: identify traits named uuid or created_at (analytics.js maps
+    Segment's `created` to created_at) were accepted and then hidden."""
+    traits = {
+        "uuid": "segment-anon-1",
+        "created_at": "2019-05-01T10:00:00Z",
+        "updated_at": 1556704800,
+        "emails": "all of them",
+        "cookies": ["chocolate"],
+        "attributes": {"nested": True},
+        "first_name": "Ann",
+    }
+    send(client, account, {"event": "identify", "customer_id": "c-1", **traits})
+    document = customer(client, account, customer_id="c-1")
+    assert document["attributes"] == traits
+    assert document["first_name"] == "Ann"
+    # The document's own fields keep their meaning.
+    assert UUID_RE.fullmatch(document["uuid"]) and ISO_MS_RE.fullmatch(document["created_at"])
+    assert (document["emails"], document["cookies"]) == ([], [])
+    by_uuid = client.get(f"{CUSTOMERS_URL}/{document['uuid']}", headers=basic(account.user_key))
+    assert by_uuid.json()["customer"]["attributes"] == traits
 
 
 def test_subscription_groups_update_the_profile(client, account):

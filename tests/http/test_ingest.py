@@ -27,6 +27,7 @@ NOT_AUTHORIZED = {"message": "Not authorized"}
 BLANK = ["can't be blank"]
 NOT_VALID = ["is not valid"]
 NOT_JSON = ["is not valid JSON"]
+NOT_AN_OBJECT = ["must be a JSON object"]
 NO_IDENTIFIER = ["customer_id, email, device_id or cookie must be present"]
 LIMIT = 1024 * 1024
 EVENT_URL = "/api/v1/event"
@@ -471,11 +472,11 @@ REJECTIONS: list[tuple[str, Any, str, str, list[str] | None]] = [
         b'[{"event": "signup", "customer_id": "c-1"}]',
         "body",
         "parsing_error",
-        NOT_JSON,
+        NOT_AN_OBJECT,
     ),
-    ("json_string", b'"signup"', "body", "parsing_error", NOT_JSON),
-    ("json_null", b"null", "body", "parsing_error", NOT_JSON),
-    ("json_number", b"42", "body", "parsing_error", NOT_JSON),
+    ("json_string", b'"signup"', "body", "parsing_error", NOT_AN_OBJECT),
+    ("json_null", b"null", "body", "parsing_error", NOT_AN_OBJECT),
+    ("json_number", b"42", "body", "parsing_error", NOT_AN_OBJECT),
     (
         "trailing_garbage",
         b'{"event": "signup", "customer_id": "c-1"} x',

@@ -86,6 +86,8 @@ class Fuzzed:
             return {"query": {"cookie": "fuzz-known"}}
         if path == "/api/v1/event/history":
             return {"query": {"event_name": "view"}}
+        if path == "/api/v1/attributes/{name}":
+            return {"path_parameters": {"name": "product_id"}}
         return None
 
 

@@ -157,6 +157,105 @@ def test_attribute_type_is_fixed_by_first_use(store_run: Any) -> None:
     store_run(work)
 
 
+def test_attribute_types_are_listed_and_reset(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account, other = await new_account(store), await new_account(store)
+        before = now_ms()
+        await store.ingest(
+            account,
+            [
+                event(price=1, plan="pro", when="2024-03-01T10:00:00Z", Big=True, tags=["a"]),
+                # Fields typed by Trackway's rules never enter the registry.
+                event(user_agent="Mozilla/5.0", sent_at="2024-03-01T10:00:00Z", url="/", meta={}),
+            ],
+        )
+        await store.ingest(other, [event(price="free")])
+        after = now_ms()
+        fixed = await store.attribute_types(account)
+        assert [(a.name, a.type) for a in fixed] == [
+            ("Big", "boolean"),  # code point order: upper case first
+            ("meta", "object"),
+            ("plan", "string"),
+            ("price", "number"),
+            ("tags", "array"),
+            ("when", "timestamp"),
+        ]
+        for a in fixed:
+            assert a.first_seen_ms is not None and before - 1000 <= a.first_seen_ms <= after + 1000
+        assert [(a.name, a.type) for a in await store.attribute_types(other)] == [
+            ("price", "string")
+        ]
+
+        refused = await store.ingest(account, [event(price="cheap")])
+        assert refused.rejected[0][1].error_type == "es_index_error"
+        forgotten = await store.reset_attribute_type(account, "price")
+        assert forgotten is not None and (forgotten.name, forgotten.type) == ("price", "number")
+        assert "price" not in [a.name for a in await store.attribute_types(account)]
+        # The next event fixes it anew; the other account's type is its own.
+        assert (await store.ingest(account, [event(price="cheap")])).rejected == []
+        again = {a.name: a.type for a in await store.attribute_types(account)}
+        assert again["price"] == "string"
+        assert [(a.name, a.type) for a in await store.attribute_types(other)] == [
+            ("price", "string")
+        ]
+        assert await store.reset_attribute_type(account, "nothing") is None
+        assert await store.reset_attribute_type(account, "user_agent") is None
+        assert await store.reset_attribute_type(other, "plan") is None
+        assert await store.count_events(account) == 3
+
+    store_run(work)
+
+
+def test_the_migration_lists_old_types_and_forgets_built_in_ones(store_url: str) -> None:
+    """From the schema before attribute types were listed: a custom name's type stays (first
+    seen unknown); a type a built-in field got from first use (user_agent as a number) goes."""
+    from trackway.domain.events import custom_attribute_types
+    from trackway.store.queries import migration_files
+
+    rows = "(1, 'price', 'number'), (1, 'user_agent', 'number'), (1, 'sent_at', 'string')"
+    if store_url.startswith("sqlite"):
+        package, last = "trackway.store.sqlite", 4
+        import sqlite3
+
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        for number, _, sql in migration_files(package):
+            if number <= last:
+                conn.executescript(sql)
+                conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("INSERT INTO accounts (uuid, name, created_ms) VALUES ('u', 'old', 1)")
+        conn.execute(f"INSERT INTO attribute_types (account_id, name, type) VALUES {rows}")
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        package, last = "trackway.store.postgres", 5
+        with psycopg.connect(store_url, autocommit=True) as pg:
+            pg.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_ms bigint NOT NULL)"
+            )
+            for number, name, sql in migration_files(package):
+                if number <= last:
+                    pg.execute(sql.encode())  # type: ignore[arg-type]
+                    pg.execute("INSERT INTO schema_migrations VALUES (%s, %s, 1)", (number, name))
+            pg.execute("INSERT INTO accounts (uuid, name, created_ms) VALUES ('u', 'old', 1)")
+            pg.execute(f"INSERT INTO attribute_types (account_id, name, type) VALUES {rows}")
+    # Every name the migration forgets is one the rules type now, never a custom attribute.
+    forgotten = migration_files(package)[last][2].split("WHERE name IN (")[1].split(")")[0]
+    names = [n.strip().strip("'") for n in forgotten.replace("\n", " ").split(",")]
+    assert len(names) == 16 and all(custom_attribute_types({n: 1}) == [] for n in names)
+
+    async def work(store: Store) -> None:
+        account = await store.find_account("old")
+        assert [
+            (a.name, a.type, a.first_seen_ms) for a in await store.attribute_types(account)
+        ] == [("price", "number", None)]
+        assert (await store.ingest(account, [event(user_agent="Mozilla/5.0")])).rejected == []
+
+    with_store(store_url, work)
+
+
 def test_identity_merge_and_conflict(store_run: Any) -> None:
     async def work(store: Store) -> None:
         account = await new_account(store)

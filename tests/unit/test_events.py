@@ -14,6 +14,7 @@ from trackway.domain.events import (
     ERROR_TYPES,
     MAX_NESTING,
     AcceptedEvent,
+    custom_attribute_types,
     decode_event_body,
     event_type,
     is_valid_event_name,
@@ -457,10 +458,6 @@ def test_custom_event_types(name):
     [
         b"",
         b"{",
-        b"[]",
-        b'"text"',
-        b"null",
-        b"1",
         b'{"a": 1} {"b": 2}',
         b'{"a": "\xff"}',
         b'{"a": "\\ud800"}',
@@ -468,11 +465,19 @@ def test_custom_event_types(name):
         b'{"a": NaN}',
     ],
 )
-def test_bodies_that_are_not_a_json_object(raw):
+def test_bodies_that_are_not_json(raw):
     with pytest.raises(EventRejected) as info:
         parse_json_object(raw)
     assert info.value.error_type == "parsing_error"
     assert info.value.errors == {"body": ["is not valid JSON"]}
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'[{"event": "x"}]', b'"text"', b"null", b"1", b"true"])
+def test_json_that_is_not_an_object_says_so(raw):
+    with pytest.raises(EventRejected) as info:
+        parse_json_object(raw)
+    assert info.value.error_type == "parsing_error"
+    assert info.value.errors == {"body": ["must be a JSON object"]}
 
 
 def test_decode_event_body_goes_from_bytes_to_an_event():
@@ -482,3 +487,227 @@ def test_decode_event_body_goes_from_bytes_to_an_event():
     with pytest.raises(EventRejected) as info:
         decode_event_body(b'{"event": "view"}', RECEIVED)
     assert info.value.error_type == "missing_identifier"
+
+
+# -- fields Trackway reads or fills: typed by rule, never by first use -----------------------
+
+STRING_FIELDS = [
+    "device_type",
+    "device_token",
+    "device_idfa",
+    "device_idfv",
+    "device_manufacturer",
+    "os_name",
+    "network_carrier",
+    "ip",
+    "user_agent",
+    "referrer",
+    "url",
+    "site",
+    "session_uuid",
+    "_bsft_doc_type",
+    "_bsft_ts",
+    "santized_at",
+    "account_uuid",
+    "user_uuid",
+    "browser_platform",
+    "browser_type",
+    "browser_version",
+    "verification_key",
+    "event_signature",
+]
+RULE_TYPED = [
+    *STRING_FIELDS,
+    "event",
+    "event_uuid",
+    "timestamp",
+    "sent_at",
+    "customer_id",
+    "retailer_customer_id",
+    "email",
+    "email_hash",
+    "device_id",
+    "cookie",
+    "subscription_groups",
+    "latitude",
+    "longitude",
+    "timestamp_epoch",
+    "_bsft_type",
+]
+
+
+@pytest.mark.parametrize("name", STRING_FIELDS)
+@pytest.mark.parametrize("value", [123, 1.5, True, {"a": 1}, ["a"]], ids=repr)
+def test_fields_trackway_reads_or_fills_must_be_strings(name, value):
+    error = rejected({"event": "view", "cookie": "k", name: value})
+    assert error.error_type == "invalid_event_attributes"
+    assert error.errors == {name: ["must be a string"]}
+
+
+@pytest.mark.parametrize("name", STRING_FIELDS)
+def test_those_fields_take_a_string_or_null(name):
+    value = "2024-01-01T00:00:00Z" if name in ("_bsft_ts", "santized_at") else "text"
+    assert ok(event="view", cookie="k", **{name: value}).body[name] == value
+    assert ok(event="view", cookie="k", **{name: None}).body[name] is None
+
+
+@pytest.mark.parametrize("value", ["1700000000", True, {}, []], ids=repr)
+def test_timestamp_epoch_must_be_a_number(value):
+    error = rejected({"event": "view", "cookie": "k", "timestamp_epoch": value})
+    assert (error.error_type, error.errors) == (
+        "invalid_event_attributes",
+        {"timestamp_epoch": ["must be a number"]},
+    )
+    ok(event="view", cookie="k", timestamp_epoch=1700000000)
+
+
+@pytest.mark.parametrize("value", ["events", 1, ["events"]], ids=repr)
+def test_bsft_type_must_be_an_object(value):
+    error = rejected({"event": "view", "cookie": "k", "_bsft_type": value})
+    assert (error.error_type, error.errors) == (
+        "invalid_event_attributes",
+        {"_bsft_type": ["must be a JSON object"]},
+    )
+    ok(event="view", cookie="k", _bsft_type={"name": "events"})
+
+
+@pytest.mark.parametrize("value", [{}, [], True], ids=repr)
+def test_retailer_customer_id_beside_customer_id_is_typed_too(value):
+    error = rejected({"event": "view", "customer_id": "c", "retailer_customer_id": value})
+    assert (error.error_type, error.errors) == (
+        "invalid_customer_id",
+        {"retailer_customer_id": ["must be a string or a number"]},
+    )
+    event = ok(event="view", customer_id="c", retailer_customer_id=7)
+    assert (event.customer_id, event.body["retailer_customer_id"]) == ("c", 7)
+
+
+def test_verification_fields_are_strings_when_verification_is_off():
+    error = rejected({"event": "view", "cookie": "k", "verification_key": 5})
+    assert error.errors == {"verification_key": ["must be a string"]}
+    # On, the signature rule alone names them (one message, its own error type).
+    with pytest.raises(EventRejected) as info:
+        validate_event({"event": "view", "cookie": "k", "verification_key": 5}, RECEIVED, "s")
+    assert info.value.error_type == "event_verification_error"
+    assert info.value.errors["verification_key"] == ["can't be blank"]
+
+
+@pytest.mark.parametrize("value", ["garbage", True, {}, -5, "2024-13-01T00:00:00Z"], ids=repr)
+def test_sent_at_is_checked_without_a_timestamp(value):
+    error = rejected({"event": "view", "cookie": "k", "sent_at": value})
+    assert error.error_type == "invalid_event_attributes"
+    assert error.errors == {"sent_at": ["is not a valid ISO 8601 timestamp or Unix time"]}
+
+
+def test_sent_at_is_checked_with_a_timestamp_and_with_a_bad_one():
+    error = rejected({"event": "view", "cookie": "k", "timestamp": 1, "sent_at": "x"})
+    assert error.errors == {"sent_at": ["is not a valid ISO 8601 timestamp or Unix time"]}
+    error = rejected({"event": "view", "cookie": "k", "timestamp": "x", "sent_at": "y"})
+    assert list(error.errors) == ["timestamp", "sent_at"]
+    # Import keeps timestamps as given, and still checks sent_at.
+    with pytest.raises(EventRejected):
+        validate_event(
+            {"event": "view", "cookie": "k", "timestamp": 1, "sent_at": "x"},
+            RECEIVED,
+            correct_clock_skew=False,
+        )
+
+
+def test_a_valid_sent_at_alone_leaves_the_receipt_time():
+    event = ok(event="view", cookie="k", sent_at="2001-01-01T00:00:00Z")
+    assert event.timestamp_ms == RECEIVED
+    assert event.body["sent_at"] == "2001-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize("name", RULE_TYPED)
+def test_rule_typed_fields_never_enter_the_attribute_type_registry(name):
+    assert custom_attribute_types({name: "x"}) == []
+    assert custom_attribute_types({"custom": "x", name: 1}) == [("custom", "string")]
+
+
+# -- timestamps in the future -----------------------------------------------------------------
+
+HOUR = 3_600_000
+FUTURE = ["must not be more than 24 hours in the future"]
+
+
+def test_a_timestamp_up_to_24_hours_ahead_is_kept():
+    event = ok(event="view", cookie="k", timestamp=format_ms(RECEIVED + 24 * HOUR))
+    assert event.timestamp_ms == RECEIVED + 24 * HOUR
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [format_ms(RECEIVED + 24 * HOUR + 1), "2099-01-01T00:00:00Z", "9999-12-31T23:59:59Z"],
+)
+def test_a_timestamp_more_than_24_hours_ahead_is_refused(timestamp):
+    error = rejected({"event": "view", "cookie": "k", "timestamp": timestamp})
+    assert (error.error_type, error.errors) == ("invalid_event_attributes", {"timestamp": FUTURE})
+
+
+def test_unix_seconds_ahead_are_refused_too():
+    error = rejected({"event": "view", "cookie": "k", "timestamp": RECEIVED // 1000 + 2 * 86400})
+    assert error.errors == {"timestamp": FUTURE}
+
+
+def test_the_bound_applies_after_clock_skew_correction():
+    # A device whose clock is 30 years ahead: its timestamp comes back to about now.
+    sent = RECEIVED + 30 * 365 * 24 * HOUR
+    event = ok(event="view", cookie="k", timestamp=format_ms(sent - 1000), sent_at=format_ms(sent))
+    assert event.timestamp_ms == RECEIVED - 1000
+    # A device 2 days behind that dates its event now: 2 days ahead once corrected.
+    error = rejected(
+        {
+            "event": "view",
+            "cookie": "k",
+            "timestamp": format_ms(RECEIVED),
+            "sent_at": format_ms(RECEIVED - 48 * HOUR),
+        }
+    )
+    assert error.errors == {"timestamp": FUTURE}
+
+
+def test_the_bound_is_a_parameter_and_none_turns_it_off():
+    body = {"event": "view", "cookie": "k", "timestamp": format_ms(RECEIVED + 2 * HOUR)}
+    with pytest.raises(EventRejected) as info:
+        validate_event(body, RECEIVED, max_ahead_ms=HOUR)
+    assert info.value.errors == {"timestamp": ["must not be more than 1 hour in the future"]}
+    with pytest.raises(EventRejected) as info:
+        validate_event(body, RECEIVED, max_ahead_ms=90_000)
+    assert info.value.errors == {"timestamp": ["must not be more than 90 seconds in the future"]}
+    assert validate_event(body, RECEIVED, max_ahead_ms=None).timestamp_ms == RECEIVED + 2 * HOUR
+
+
+def test_without_the_bound_the_calendar_still_ends_in_9999():
+    """A skew correction past year 9999 stays in it (these were 500s)."""
+    body = {
+        "event": "edge",
+        "cookie": "k",
+        "timestamp": "9999-12-31T23:59:59Z",
+        "sent_at": "1970-01-01T00:00:00Z",
+    }
+    event = validate_event(body, RECEIVED, max_ahead_ms=None)
+    assert event.timestamp == "9999-12-31T23:59:59.999Z"
+    assert event.timestamp_ms == 253402300799999
+    early = validate_event(
+        {**body, "timestamp": "1970-01-01T00:00:00Z", "sent_at": "9999-12-31T23:59:59Z"},
+        RECEIVED,
+        max_ahead_ms=None,
+    )
+    assert early.timestamp_ms == 0
+
+
+def test_import_compares_the_timestamp_as_given_with_its_receipt():
+    body = {"event": "view", "cookie": "k", "timestamp": "2099-01-01T00:00:00Z", "sent_at": 1}
+    with pytest.raises(EventRejected) as info:
+        validate_event(body, RECEIVED, correct_clock_skew=False)
+    assert info.value.errors == {"timestamp": FUTURE}
+    kept = validate_event(body, RECEIVED, correct_clock_skew=False, max_ahead_ms=None)
+    assert kept.timestamp == "2099-01-01T00:00:00Z"
+
+
+def test_decode_event_body_takes_the_bound():
+    raw = json.dumps({"event": "view", "cookie": "k", "timestamp": "2099-01-01T00:00:00Z"})
+    with pytest.raises(EventRejected):
+        decode_event_body(raw.encode(), RECEIVED)
+    assert decode_event_body(raw.encode(), RECEIVED, max_ahead_ms=None).timestamp.startswith("2099")

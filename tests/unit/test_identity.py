@@ -288,7 +288,7 @@ def test_identifiers_and_event_fields_are_not_profile_attributes(field):
         "customer_id": "c-1",
         "email": "jane@example.com",
         "cookie": "ck",
-        "timestamp": "2024-01-01T00:00:00Z",
+        "timestamp": "2023-01-01T00:00:00Z",
         "subscription_groups": [{"id": "news", "subscribed": True}],
         "first_name": "Ann",
     }
@@ -343,3 +343,76 @@ def test_chains_of_merges_leave_every_identifier_on_a_live_profile() -> None:
         losers = [m.loser for m in r.merges]
         assert len(losers) == len(set(losers))
         assert not set(losers) & set(r.profiles)
+
+
+# -- the profile's email ----------------------------------------------------------------------
+
+
+def known_customer() -> IdentityResolver:
+    return resolver(
+        stored("c", customer_id="1", email="old@example.com"),
+        index={
+            ("customer_id", "1"): "c",
+            ("email", "old@example.com"): "c",
+            ("email_hash", md5("old@example.com")): "c",
+        },
+    )
+
+
+def later(**body: Any) -> Any:
+    body.setdefault("event", "view")
+    return validate_event(body, RECEIVED + 5000)
+
+
+def test_identify_with_a_new_email_makes_it_the_profile_email():
+    r = known_customer()
+    owner = r.resolve(later(event="identify", customer_id="1", email="New@Example.com"))
+    profile = r.profiles[owner]
+    assert (owner, profile.email, profile.changed) == ("c", "new@example.com", True)
+    assert profile.updated_ms == RECEIVED + 5000
+    # The old email keeps finding the profile; the new one is an identifier of it too.
+    assert r.index[("email", "old@example.com")] == "c"
+    assert ("email", "new@example.com", "c", RECEIVED + 5000) in r.new_identifiers
+    # The newest identify wins, also when it carries an email the profile had before.
+    r.resolve(later(event="identify", customer_id="1", email="old@example.com"))
+    assert profile.email == "old@example.com"
+
+
+def test_other_events_add_an_email_but_do_not_replace_the_profile_email():
+    r = known_customer()
+    r.resolve(later(event="purchase", customer_id="1", email="other@example.com"))
+    assert r.profiles["c"].email == "old@example.com"
+    assert r.index[("email", "other@example.com")] == "c"
+    first = resolver()
+    owner = first.resolve(event(event="view", cookie="k", email="first@example.com"))
+    assert first.profiles[owner].email == "first@example.com"
+
+
+def test_identify_with_the_same_email_changes_nothing():
+    r = known_customer()
+    r.resolve(later(event="identify", customer_id="1", email="OLD@example.com"))
+    profile = r.profiles["c"]
+    assert (profile.email, profile.changed, profile.updated_ms) == (
+        "old@example.com",
+        False,
+        RECEIVED - 1000,
+    )
+
+
+def test_an_email_another_customer_holds_does_not_become_the_profile_email():
+    r = resolver(
+        stored("one", customer_id="1", email="one@example.com"),
+        stored("two", customer_id="2", email="two@example.com"),
+        index={
+            ("customer_id", "1"): "one",
+            ("email", "one@example.com"): "one",
+            ("customer_id", "2"): "two",
+            ("email", "two@example.com"): "two",
+        },
+    )
+    r.resolve(later(event="identify", customer_id="2", email="one@example.com"))
+    assert (r.profiles["one"].email, r.profiles["two"].email) == (
+        "one@example.com",
+        "two@example.com",
+    )
+    assert len(r.conflicts) == 1

@@ -85,8 +85,15 @@ _SCRIPT_RE = re.compile(r"<\s*script", re.IGNORECASE)
 _SPACE_OR_CONTROL_RE = re.compile(r"[\s\x00-\x1f\x7f]")
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
-# Body fields of the seed whose value must be a string when present.
+# How far after its receipt an event's timestamp may be, after clock-skew correction (a
+# setting: --max-future-hours).
+MAX_AHEAD_MS = 24 * 3_600_000
+NOT_A_TIMESTAMP = "is not a valid ISO 8601 timestamp or Unix time"
+NOT_AN_OBJECT = "must be a JSON object"
+
+# Fields Trackway reads or fills whose value must be a string when present (null: absent).
 _STRING_FIELDS = (
+    # The seed's body fields.
     "device_type",
     "device_token",
     "device_idfa",
@@ -95,7 +102,29 @@ _STRING_FIELDS = (
     "os_name",
     "network_carrier",
     "ip",
+    # The request's context: the pixel and trackway.js fill these, the timeline parses
+    # user_agent into the browser fields and shows the others.
+    "user_agent",
+    "referrer",
+    "url",
+    "site",
+    "session_uuid",
+    # What a read adds to a stored event (show_events, history): one sent is kept, the read
+    # shows Trackway's.
+    "_bsft_doc_type",
+    "_bsft_ts",
+    "santized_at",
+    "account_uuid",
+    "user_uuid",
+    "browser_platform",
+    "browser_type",
+    "browser_version",
 )
+# Read fields of other types, with the rule's message.
+_NUMBER_FIELDS = ("timestamp_epoch",)
+_OBJECT_FIELDS = ("_bsft_type",)
+# Checked by the signature rule when verification is on; strings when present otherwise.
+_UNVERIFIED_STRINGS = (*_STRING_FIELDS, "verification_key", "event_signature")
 
 
 @dataclass(slots=True)
@@ -133,7 +162,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
         raise EventRejected("parsing_error", {"body": ["is not valid JSON"]}) from None
     if not isinstance(value, dict):
-        raise EventRejected("parsing_error", {"body": ["is not valid JSON"]})
+        raise EventRejected("parsing_error", {"body": [NOT_AN_OBJECT]})
     # JSON text can only carry NUL as the escape \u0000: look further only when it is there.
     if b"\\u0000" in raw and holds_nul(value):
         raise EventRejected("parsing_error", {"body": [NUL_MESSAGE]})
@@ -159,9 +188,15 @@ def holds_nul(value: Any) -> bool:
 
 
 def decode_event_body(
-    raw: bytes, received_ms: int, verification_secret: str | None = None
+    raw: bytes,
+    received_ms: int,
+    verification_secret: str | None = None,
+    *,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
 ) -> AcceptedEvent:
-    return validate_event(parse_json_object(raw), received_ms, verification_secret)
+    return validate_event(
+        parse_json_object(raw), received_ms, verification_secret, max_ahead_ms=max_ahead_ms
+    )
 
 
 def event_signature(verification_key: str, secret: str) -> str:
@@ -175,10 +210,12 @@ def validate_event(
     verification_secret: str | None = None,
     *,
     correct_clock_skew: bool = True,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
 ) -> AcceptedEvent:
     """Check every rule; collect all field errors, count the first broken rule's type.
     `correct_clock_skew=False` (import of history: the event was sent long before we read
-    it) keeps the timestamp as given even when the event carries `sent_at`."""
+    it) keeps the timestamp as given even when the event carries `sent_at`. A timestamp more
+    than `max_ahead_ms` after `received_ms` (after the correction) is refused; None: no bound."""
     errors: dict[str, list[str]] = {}
     types: list[str] = []
 
@@ -201,6 +238,12 @@ def validate_event(
         cid_field = "retailer_customer_id"
     else:
         cid_field = "customer_id"
+        # The alias, sent beside customer_id, is kept as sent: of the same types.
+        alias = _identifier(body, "retailer_customer_id")
+        if alias is not None and (
+            isinstance(alias, bool) or not isinstance(alias, str | int | float)
+        ):
+            reject("retailer_customer_id", "must be a string or a number", "invalid_customer_id")
     email = _identifier(body, "email")
     email_hash = _identifier(body, "email_hash")
     device_id = _identifier(body, "device_id")
@@ -272,32 +315,39 @@ def validate_event(
         event_uuid = event_uuid.lower()
 
     raw_timestamp = body.get("timestamp")
-    if raw_timestamp is None or raw_timestamp == "":
-        timestamp_ms = received_ms
-        timestamp = format_ms(received_ms)
+    given = raw_timestamp is not None and raw_timestamp != ""
+    parsed = parse_timestamp(raw_timestamp) if given else None
+    if given and parsed is None:
+        reject("timestamp", NOT_A_TIMESTAMP, "invalid_event_attributes")
+    # sent_at is checked whether or not a timestamp came with it.
+    sent_at = body.get("sent_at")
+    sent = parse_timestamp(sent_at) if sent_at is not None and sent_at != "" else None
+    if sent is None and sent_at is not None and sent_at != "":
+        reject("sent_at", NOT_A_TIMESTAMP, "invalid_event_attributes")
+    if parsed is None:
+        timestamp, timestamp_ms = format_ms(received_ms), received_ms
     else:
-        parsed = parse_timestamp(raw_timestamp)
-        if parsed is None:
-            reject(
-                "timestamp",
-                "is not a valid ISO 8601 timestamp or Unix time",
-                "invalid_event_attributes",
-            )
-            timestamp, timestamp_ms = "", 0
-        else:
-            timestamp, timestamp_ms = parsed
+        timestamp, timestamp_ms = parsed
+        if sent is not None and correct_clock_skew:
             timestamp, timestamp_ms = _correct_clock_skew(
-                body.get("sent_at"),
-                timestamp,
-                timestamp_ms,
-                received_ms if correct_clock_skew else None,
-                reject,
+                sent[1], timestamp, timestamp_ms, received_ms
             )
+        if max_ahead_ms is not None and timestamp_ms > received_ms + max_ahead_ms:
+            reject("timestamp", _too_far_ahead(max_ahead_ms), "invalid_event_attributes")
 
-    for name in _STRING_FIELDS:
+    string_fields = _STRING_FIELDS if verification_secret is not None else _UNVERIFIED_STRINGS
+    for name in string_fields:
         value = body.get(name)
         if value is not None and not isinstance(value, str):
             reject(name, "must be a string", "invalid_event_attributes")
+    for name in _NUMBER_FIELDS:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            reject(name, "must be a number", "invalid_event_attributes")
+    for name in _OBJECT_FIELDS:
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            reject(name, NOT_AN_OBJECT, "invalid_event_attributes")
 
     for name in ("latitude", "longitude"):
         value = body.get(name)
@@ -328,6 +378,7 @@ def validate_event(
             del stored[name]
     if cookie is not None:
         stored["cookie"] = cookie
+    assert isinstance(event, str)  # is_valid_event_name passed
     return AcceptedEvent(
         event_uuid=event_uuid,
         event=event,
@@ -360,9 +411,16 @@ _TYPED_FIELDS = frozenset(
         "longitude",
         "verification_key",
         "event_signature",
+        "sent_at",
         *_STRING_FIELDS,
+        *_NUMBER_FIELDS,
+        *_OBJECT_FIELDS,
     }
 )
+
+
+# What a custom attribute's first value can fix its name as.
+ATTRIBUTE_TYPES = ("string", "timestamp", "number", "boolean", "object", "array")
 
 
 def attribute_type(value: Any) -> str | None:
@@ -442,23 +500,21 @@ _HEX3 = [f"{n:03x}" for n in range(0x1000)]
 new_event_uuid = Uuid7()
 
 
+def _too_far_ahead(max_ahead_ms: int) -> str:
+    hours, rest = divmod(max_ahead_ms, 3_600_000)
+    if rest:
+        bound = f"{max_ahead_ms / 1000:g} seconds"
+    else:
+        bound = "1 hour" if hours == 1 else f"{hours} hours"
+    return f"must not be more than {bound} in the future"
+
+
 def _correct_clock_skew(
-    sent_at: Any, timestamp: str, timestamp_ms: int, received_ms: int | None, reject: Any
+    sent_ms: int, timestamp: str, timestamp_ms: int, received_ms: int
 ) -> tuple[str, int]:
     """A client that says when it sent the event (`sent_at`, by its own clock) gets its
-    timestamp moved by the difference between its clock and ours (received_ms; None: only
-    check sent_at)."""
-    if sent_at is None or sent_at == "":
-        return timestamp, timestamp_ms
-    parsed = parse_timestamp(sent_at)
-    if parsed is None:
-        reject(
-            "sent_at", "is not a valid ISO 8601 timestamp or Unix time", "invalid_event_attributes"
-        )
-        return timestamp, timestamp_ms
-    if received_ms is None:
-        return timestamp, timestamp_ms
-    skew = received_ms - parsed[1]
+    timestamp moved by the difference between its clock and ours."""
+    skew = received_ms - sent_ms
     if skew == 0:
         return timestamp, timestamp_ms
     # Kept within what a timestamp can be (1970 to 9999), like every timestamp sent.

@@ -162,10 +162,13 @@ class IdentityResolver:
                 self._held.setdefault(owner, []).append((kind, value))
                 self._new_at.setdefault(owner, []).append(len(self.new_identifiers))
                 self.new_identifiers.append((kind, value, owner, event.received_ms))
-        # An email another customer holds (a conflict above) stays that customer's email.
+        # The profile's email: the first one seen, then the newest an identify carries (the
+        # others keep finding it). An email another customer holds (a conflict above) stays
+        # that customer's.
         if (
             event.email is not None
-            and profile.email is None
+            and event.email != profile.email
+            and (profile.email is None or event.event == "identify")
             and self.index.get(("email", event.email)) == owner
         ):
             profile.email = event.email
@@ -228,10 +231,10 @@ class IdentityResolver:
             winner.email = loser.email
         winner.created_ms = min(winner.created_ms, loser.created_ms)
         winner.changed = True
-        keys = self._held.pop(loser.uuid, [])
-        for key in keys:
-            self.index[key] = winner.uuid
-        self._held.setdefault(winner.uuid, []).extend(keys)
+        held = self._held.pop(loser.uuid, [])
+        for pair in held:
+            self.index[pair] = winner.uuid
+        self._held.setdefault(winner.uuid, []).extend(held)
         positions = self._new_at.pop(loser.uuid, [])
         for i in positions:
             k, v, _, ms = self.new_identifiers[i]

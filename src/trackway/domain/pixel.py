@@ -77,10 +77,10 @@ def pixel_body(
         body[name] = value
     if bad_json:
         raise EventRejected("parsing_error", bad_json)
-    for name, value in (("user_agent", user_agent), ("ip", ip), ("referrer", referrer)):
+    for name, context in (("user_agent", user_agent), ("ip", ip), ("referrer", referrer)):
         # Present in the query, even empty (`r=`: the page had no referrer), the query wins.
-        if value and name not in body:
-            body[name] = value
+        if context and name not in body:
+            body[name] = context
     return body
 
 

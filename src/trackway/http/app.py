@@ -20,7 +20,7 @@ from trackway.domain.errors import TrackwayError
 from trackway.http.errors import RequestTooLarge, error_response, internal_error, json_body
 from trackway.http.ingest import IngestEndpoints
 from trackway.http.openapi import openapi_page
-from trackway.http.routes import clickstream, customers, events, web
+from trackway.http.routes import attributes, clickstream, customers, events, web
 from trackway.service import Trackway
 from trackway.settings import Settings
 from trackway.store import Store, open_store
@@ -94,6 +94,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Any:
             Route("/openapi.json", openapi_page, methods=["GET"]),
             *customers.routes,
             *events.routes,
+            *attributes.routes,
             *web.routes,
             *clickstream.routes,
         ],

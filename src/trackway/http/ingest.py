@@ -363,6 +363,7 @@ class IngestEndpoints:
         """No stored name, uuid or identifier holds a NUL (PostgreSQL text cannot): a path with
         one names nothing (404), a query parameter with one is refused (400)."""
         started = time.perf_counter() if self.log_requests else 0.0
+        extra: Headers
         if "\x00" in scope["path"]:
             status, payload, extra = 404, json_body({"message": "Not found"}), []
         else:

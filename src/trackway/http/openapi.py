@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trackway.domain.events import ERROR_TYPES
+from trackway.domain.events import ATTRIBUTE_TYPES, ERROR_TYPES
 from trackway.domain.reads import HISTORY_MAX, SUMMARY_MAX_DAYS, TIMELINE_DEFAULT, TIMELINE_MAX
 from trackway.http.errors import json_body
 from trackway.settings import Settings
@@ -135,13 +135,24 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "cookie": _string(maxLength=255),
         "timestamp": {
             "oneOf": [_string(format="date-time"), {"type": "number"}],
-            "description": "ISO 8601 or Unix seconds; default: the time of receipt.",
+            "description": "ISO 8601 or Unix seconds; default: the time of receipt. "
+            + (
+                f"At most {settings.max_future_hours} hours after the receipt, after clock-skew "
+                "correction (--max-future-hours)."
+                if settings.max_future_hours
+                else "Any instant to 9999 (--max-future-hours 0)."
+            ),
         },
         "sent_at": {
             "oneOf": [_string(format="date-time"), {"type": "number"}],
             "description": "The client's clock when it sent the event (corrects skew).",
         },
-        "user_agent": _string(),
+        "user_agent": _string("The browser's; parsed into the browser_* fields of reads."),
+        "ip": _string(),
+        "referrer": _string(),
+        "url": _string(),
+        "site": _string(),
+        "session_uuid": _string(),
         "subscription_groups": {
             "type": "array",
             "items": {
@@ -191,8 +202,10 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "type": "object",
             "description": (
                 "`event` and at least one identifier (customer_id, email, email_hash, "
-                "device_id, cookie) are required; every other key is a custom attribute, kept "
-                "as sent (the first type seen for a name is fixed for the account)."
+                "device_id, cookie) are required. The fields Trackway reads or fills are typed "
+                "by its rules (these, and what a read adds: account_uuid, user_uuid, "
+                "timestamp_epoch, …); every other key is a custom attribute, kept as sent (the "
+                "first type seen for a name is fixed for the account: /api/v1/attributes)."
             ),
             "required": ["event"],
             "properties": event_properties,
@@ -239,26 +252,41 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         },
         "Customer": {
             "type": "object",
-            "description": "The profile: identifiers, subscriptions and identify attributes.",
+            "description": (
+                "The profile: identifiers, subscriptions and identify attributes. Each "
+                "attribute is also a top-level key unless the document uses its name itself; "
+                "`attributes` holds every one as sent."
+            ),
             "required": [
                 "uuid",
                 "customer_id",
                 "email",
+                "emails",
                 "device_ids",
                 "cookies",
                 "subscription_groups",
+                "attributes",
                 "created_at",
                 "updated_at",
             ],
             "properties": {
                 "uuid": _string(format="uuid"),
                 "customer_id": _nullable(_string()),
-                "email": _nullable(_string()),
+                "email": _nullable(_string("The newest email an identify carried.")),
+                "emails": {
+                    **string_lists,
+                    "description": "Every email the customer was seen with (each finds it).",
+                },
                 "device_ids": string_lists,
                 "cookies": string_lists,
                 "subscription_groups": {
                     "type": "object",
                     "additionalProperties": {"type": "boolean"},
+                },
+                "attributes": {
+                    "type": "object",
+                    "description": "Every profile attribute as identify events sent it.",
+                    "additionalProperties": True,
                 },
                 "created_at": _string(format="date-time"),
                 "updated_at": _string(format="date-time"),
@@ -278,6 +306,43 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "uuid": _string(),
                 "events_deleted": {"type": "integer", "minimum": 0},
             },
+        },
+        "AttributeType": {
+            "type": "object",
+            "required": ["name", "type", "first_seen_at"],
+            "properties": {
+                "name": _string("The custom attribute's name."),
+                "type": {"type": "string", "enum": list(ATTRIBUTE_TYPES)},
+                "first_seen_at": _nullable(
+                    _string(
+                        "When the type was fixed; null for one fixed before Trackway recorded "
+                        "that.",
+                        format="date-time",
+                    )
+                ),
+            },
+        },
+        "AttributeTypes": {
+            "type": "object",
+            "required": ["attributes"],
+            "properties": {
+                "attributes": {
+                    "type": "array",
+                    "description": "By name, in code point order.",
+                    "items": _ref("AttributeType"),
+                }
+            },
+        },
+        "AttributeReset": {
+            "allOf": [
+                _ref("AttributeType"),
+                {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                },
+            ],
+            "description": "The type forgotten.",
         },
         "StoredEvent": event_document,
         "Timeline": {"type": "array", "items": _ref("StoredEvent")},
@@ -615,6 +680,46 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     required=False,
                 ),
                 "responses": {**summary, **read_body_common},
+            },
+        },
+        "/api/v1/attributes": {
+            "get": {
+                "operationId": "listAttributeTypes",
+                "summary": "The attribute types fixed by first use",
+                "description": (
+                    "The first type seen for a custom attribute name (string, timestamp, "
+                    "number, boolean, object, array) is fixed for the account; an event with "
+                    "another type later is refused (es_index_error). Fields Trackway types by "
+                    "its own rules (the seed's body fields, user_agent, sent_at, …) are not "
+                    "listed: they never enter this registry."
+                ),
+                "tags": ["attributes"],
+                "responses": {
+                    "200": _answer("Every fixed type, by name.", _ref("AttributeTypes")),
+                    **read_common,
+                },
+            }
+        },
+        "/api/v1/attributes/{name}": {
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "The attribute's name (percent-encoded; it may hold a /).",
+                    "schema": _string(minLength=1),
+                }
+            ],
+            "delete": {
+                "operationId": "resetAttributeType",
+                "summary": "Forget a fixed type: the next event fixes it anew",
+                "description": "Events stored already keep their values.",
+                "tags": ["attributes"],
+                "responses": {
+                    "200": _answer("Forgotten.", _ref("AttributeReset")),
+                    "404": _message('No type is fixed for that name: "Attribute not found".'),
+                    **read_common,
+                },
             },
         },
         "/trackway.js": {

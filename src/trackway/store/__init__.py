@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trackway.store.base import (
     Account,
+    AttributeType,
     Credential,
     CustomerRecord,
     IngestResult,
@@ -14,6 +15,7 @@ from trackway.store.base import (
 
 __all__ = [
     "Account",
+    "AttributeType",
     "Credential",
     "CustomerRecord",
     "IngestResult",

@@ -72,6 +72,16 @@ class CustomerRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AttributeType:
+    """A custom attribute's name and the type its first use fixed for the account."""
+
+    name: str
+    type: str
+    # When it was fixed; None for a type fixed before Trackway recorded that.
+    first_seen_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ArrivedEvent:
     """An event as the live stream reads it: `id` grows in commit order within an account."""
 
@@ -177,6 +187,15 @@ class Store(Protocol):
         archived: bool | None = None,
     ) -> bool:
         """Change a registered name; False when the account has no such name."""
+
+    async def attribute_types(self, account: Account) -> list[AttributeType]:
+        """Every attribute type fixed for the account, by name (code point order)."""
+
+    async def reset_attribute_type(self, account: Account, name: str) -> AttributeType | None:
+        """Forget the type fixed for `name`, so that the next event fixes it anew; the type
+        forgotten, or None when none was fixed. A write like any other: on SQLite through the
+        writer, on PostgreSQL under the account's exclusive lock (no group commit in flight
+        holds the old type meanwhile)."""
 
     async def hit_rate_window(
         self, account: Account, name: str, window_start: int, keep_after: int

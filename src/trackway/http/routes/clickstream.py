@@ -166,7 +166,8 @@ async def replay(request: Request) -> Response:
         raise PermissionDenied()
     params = await parameters(request)
     ids = replay_ids(params.get("ids"))
-    log = ErrorLog(trackway_of(request).store)
+    trackway = trackway_of(request)
+    log = ErrorLog(trackway.store, trackway.max_ahead_ms)
     if ids is not None:
         outcome = await log.replay(account, ids=ids)
     elif params.get("type") or params.get("day") or params.get("all") is True:

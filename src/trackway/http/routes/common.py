@@ -7,8 +7,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from trackway.domain.errors import InvalidRequest
-from trackway.domain.events import EventRejected, parse_json_object
+from trackway.domain.errors import EventRejected, InvalidRequest
+from trackway.domain.events import parse_json_object
 from trackway.http.auth import (
     NotAuthorized,
     PermissionDenied,

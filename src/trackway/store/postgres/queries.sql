@@ -71,9 +71,18 @@ SELECT 'i', f.kind, f.value, f.customer_uuid, l.*
 FROM found AS f LEFT JOIN locked AS l ON l.uuid = f.customer_uuid
 
 -- name: insert_attribute_types
-INSERT INTO attribute_types (account_id, name, type)
-SELECT %s, * FROM unnest(%b::text[], %b::text[])
+-- created_ms: when the writer fixes the types.
+INSERT INTO attribute_types (account_id, name, type, created_ms)
+SELECT %s, u.name, u.type, (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+FROM unnest(%b::text[], %b::text[]) AS u (name, type)
 ON CONFLICT (account_id, name) DO NOTHING
+
+-- name: attribute_types
+-- Ordered by code point, as on SQLite, whatever the database's collation.
+SELECT name, type, created_ms FROM attribute_types WHERE account_id = %s ORDER BY name COLLATE "C"
+
+-- name: delete_attribute_type
+DELETE FROM attribute_types WHERE account_id = %s AND name = %s RETURNING name, type, created_ms
 
 -- The identity writes of a group commit: one statement each, whatever the number of rows.
 -- Arrays go in binary (%b): the text format escapes every element in Python.

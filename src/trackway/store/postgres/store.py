@@ -64,6 +64,7 @@ from trackway.store.base import (
     END_OF_TIME_MS,
     Account,
     ArrivedEvent,
+    AttributeType,
     Credential,
     CustomerRecord,
     ErrorFilter,
@@ -370,7 +371,7 @@ class PostgresStore:
                         continue
                     log.info("applying migration %s", name)
                     async with conn.transaction():
-                        await conn.execute(sql.encode())  # type: ignore[arg-type]
+                        await conn.execute(sql.encode())
                         await conn.execute(
                             "INSERT INTO schema_migrations VALUES (%s, %s, %s)",
                             (number, name, now_ms()),
@@ -724,6 +725,21 @@ class PostgresStore:
 
         return await self._transaction(work)
 
+    async def attribute_types(self, account: Account) -> list[AttributeType]:
+        return [
+            AttributeType(*row) for row in await self._fetch(Q["attribute_types"], (account.id,))
+        ]
+
+    async def reset_attribute_type(self, account: Account, name: str) -> AttributeType | None:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> AttributeType | None:
+            # The writers' lock, exclusively: no group commit of the account holds the old type.
+            await conn.execute(Q["lock_account"], (account.id,))
+            cursor = await conn.execute(Q["delete_attribute_type"], (account.id, name))
+            row = await cursor.fetchone()
+            return None if row is None else AttributeType(*row)
+
+        return await self._transaction(work)
+
     async def hit_rate_window(
         self, account: Account, name: str, window_start: int, keep_after: int
     ) -> int:
@@ -840,14 +856,13 @@ class PostgresStore:
         before_ms, before_id = before or (END_OF_TIME_MS, 2**63 - 1)
         pending = None if where.replayed is None else not where.replayed
         tail = (before_ms, before_id, pending, pending, limit)
+        params: tuple[Any, ...]
         if where.error_type is None:
             sql, params = Q["error_page"], (account.id, where.start_ms, where.end_ms, *tail)
         else:
             sql = Q["error_page_of_type"]
             params = (account.id, where.error_type, where.start_ms, where.end_ms, *tail)
-        return [
-            LoggedError(*row[:4], bytes(row[4]), *row[5:]) for row in await self._fetch(sql, params)
-        ]
+        return [_logged_error(row) for row in await self._fetch(sql, params)]
 
     async def count_errors(self, account: Account, where: ErrorFilter, cap: int) -> int:
         pending = None if where.replayed is None else not where.replayed
@@ -862,7 +877,7 @@ class PostgresStore:
 
     async def errors_by_id(self, account: Account, ids: Sequence[int]) -> list[LoggedError]:
         rows = await self._fetch(Q["errors_by_id"], (sorted(set(ids)), account.id))
-        return [LoggedError(*row[:4], bytes(row[4]), *row[5:]) for row in rows]
+        return [_logged_error(row) for row in rows]
 
     async def record_replays(
         self,
@@ -888,6 +903,11 @@ class PostgresStore:
                 )
 
         await self._transaction(work)
+
+
+def _logged_error(row: tuple[Any, ...]) -> LoggedError:
+    i, received, error_type, errors, raw, replayed, uuids, retried = row
+    return LoggedError(i, received, error_type, errors, bytes(raw), replayed, uuids, retried)
 
 
 async def _customer(

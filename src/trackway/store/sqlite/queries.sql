@@ -75,8 +75,17 @@ FROM customers WHERE account_id = ? AND uuid IN ({marks})
 SELECT name, type FROM attribute_types WHERE account_id = ? AND name IN ({marks})
 
 -- name: insert_attribute_type
-INSERT INTO attribute_types (account_id, name, type) VALUES (?, ?, ?)
+-- created_ms: the time of the transaction that fixes the type ('now' is one instant per
+-- statement; %f is seconds with milliseconds).
+INSERT INTO attribute_types (account_id, name, type, created_ms)
+VALUES (?, ?, ?, strftime('%s', 'now') * 1000 + CAST(substr(strftime('%f', 'now'), 4) AS INTEGER))
 ON CONFLICT (account_id, name) DO NOTHING
+
+-- name: attribute_types
+SELECT name, type, created_ms FROM attribute_types WHERE account_id = ? ORDER BY name
+
+-- name: delete_attribute_type
+DELETE FROM attribute_types WHERE account_id = ? AND name = ? RETURNING name, type, created_ms
 
 -- name: insert_customer
 INSERT INTO customers

@@ -28,6 +28,7 @@ from trackway.store.base import (
     END_OF_TIME_MS,
     Account,
     ArrivedEvent,
+    AttributeType,
     Credential,
     CustomerRecord,
     ErrorFilter,
@@ -334,6 +335,19 @@ class SQLiteStore:
 
         return await self._write(write)
 
+    async def attribute_types(self, account: Account) -> list[AttributeType]:
+        rows = await self._read(
+            lambda conn: conn.execute(Q["attribute_types"], (account.id,)).fetchall()
+        )
+        return [AttributeType(*row) for row in rows]
+
+    async def reset_attribute_type(self, account: Account, name: str) -> AttributeType | None:
+        def write(conn: sqlite3.Connection) -> AttributeType | None:
+            row = conn.execute(Q["delete_attribute_type"], (account.id, name)).fetchone()
+            return None if row is None else AttributeType(*row)
+
+        return await self._write(write)
+
     async def hit_rate_window(
         self, account: Account, name: str, window_start: int, keep_after: int
     ) -> int:
@@ -393,6 +407,7 @@ class SQLiteStore:
     async def events_since(
         self, account: Account, after_id: int, limit: int, event: str | None = None
     ) -> list[ArrivedEvent]:
+        params: tuple[Any, ...]
         if event is None:
             sql, params = Q["events_since"], (after_id, account.id, limit)
         else:
@@ -410,6 +425,7 @@ class SQLiteStore:
         before_ms, before_id = before or (END_OF_TIME_MS, 2**63 - 1)
         state = _replayed_param(where.replayed)
         tail = (before_ms, before_ms, before_id, state, state, limit)
+        params: tuple[Any, ...]
         if where.error_type is None:
             sql, params = Q["error_page"], (account.id, where.start_ms, where.end_ms, *tail)
         else:

@@ -266,9 +266,9 @@ class Writer(threading.Thread):
             sql = _in_list_sql("attribute_types_of", len(chunk))
             types.update(conn.execute(sql, (account_id, *chunk)).fetchall())
         index: dict[tuple[str, str], str] = {}
-        for chunk in _chunks(needed.identifiers, IN_LIST):
-            sql = _in_list_sql("identifiers_of_pairs", len(chunk))
-            params = [*(v for pair in chunk for v in pair), account_id]
+        for pairs in _chunks(needed.identifiers, IN_LIST):
+            sql = _in_list_sql("identifiers_of_pairs", len(pairs))
+            params = [*(v for pair in pairs for v in pair), account_id]
             for kind, value, customer_uuid in conn.execute(sql, params):
                 index[(kind, value)] = customer_uuid
         profiles: dict[str, Profile] = {}
