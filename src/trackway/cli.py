@@ -119,8 +119,7 @@ def main() -> None:
     envvar="TRACKWAY_FORWARDED_ALLOW_IPS",
     default=DEFAULTS.forwarded_allow_ips,
     show_default=True,
-    help="Comma-separated proxy addresses (or *) whose X-Forwarded-For is trusted; "
-    "empty: none.",
+    help="Comma-separated proxy addresses (or *) whose X-Forwarded-For is trusted; empty: none.",
 )
 @click.option(
     "--log-format",
