@@ -617,6 +617,34 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        "/blueshift.js": {
+            "get": {
+                "operationId": "blueshiftScript",
+                "summary": "The pixel script for pages that carry Blueshift's web snippet",
+                "tags": ["web"],
+                "security": [],
+                "responses": {
+                    "200": _answer("The script.", _string(), media_type="application/javascript")
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "home",
+                "summary": "The way to the clickstream page",
+                "tags": ["web"],
+                "security": [],
+                "responses": {
+                    "302": {
+                        "description": "To /clickstream.",
+                        "headers": {
+                            "Location": {"schema": _string(), "description": "/clickstream"},
+                            "X-Request-Id": _REQUEST_ID,
+                        },
+                    }
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
