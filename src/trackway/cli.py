@@ -14,12 +14,18 @@ from typing import Any, TypeVar
 import click
 
 from trackway import transfer
-from trackway.domain.errors import AccountExists, AccountNotFound, NotFound, StoreUnavailable
+from trackway.domain.errors import (
+    AccountExists,
+    AccountNotFound,
+    DatabaseMissing,
+    NotFound,
+    StoreUnavailable,
+)
 from trackway.domain.keys import KEY_KINDS, hash_key, new_key
 from trackway.logs import logging_config
 from trackway.service import Trackway
 from trackway.settings import Settings
-from trackway.store import Store, open_store
+from trackway.store import Store, open_store, require_database
 
 T = TypeVar("T")
 DEFAULTS = Settings()
@@ -34,7 +40,30 @@ database_option = click.option(
 )
 
 
-def with_store(database_url: str, action: Callable[[Store], Awaitable[T]]) -> T:
+class _NoDatabase(click.ClickException):
+    # A usage error (a wrong --database), and not import's exit status 1 (lines rejected).
+    exit_code = 2
+
+
+def existing_database(database_url: str) -> None:
+    """Refuse, creating nothing, a database that does not exist: only `serve` and `accounts
+    create` make one."""
+    try:
+        require_database(database_url)
+    except DatabaseMissing as exc:
+        raise _NoDatabase(str(exc)) from None
+    except (StoreUnavailable, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def with_store(
+    database_url: str, action: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run `action` on the store of `database_url`; one that does not exist is refused unless
+    `create`."""
+    if not create:
+        existing_database(database_url)
+
     async def run() -> T:
         store = open_store(database_url)
         await store.open()
@@ -202,7 +231,7 @@ def accounts_create(name: str, database_url: str, as_json: bool, if_missing: boo
                 return None
             raise
 
-    account = with_store(database_url, create)
+    account = with_store(database_url, create, create=True)
     if account is None:
         click.echo(
             f"Account {name!r} exists already; its keys were shown when it was created "
@@ -439,6 +468,7 @@ def import_events(
     Exit status: 0 every line accepted or a duplicate; 1 some lines rejected;
                  2 usage error; 3 the database failed (re-run to resume).
     """
+    existing_database(database_url)
     try:
         code = transfer.run_import(source, account, database_url, batch_size, as_json)
     except transfer.UsageError as exc:
@@ -461,6 +491,7 @@ def export_events(
 ) -> None:
     """Write the events of ACCOUNT to stdout as NDJSON, oldest first: each as stored (the body
     as sent, with its event_uuid and timestamp), the format `trackway import` reads back."""
+    existing_database(database_url)
     try:
         transfer.run_export(account, database_url, since, until, event_name, sys.stdout.buffer)
     except transfer.UsageError as exc:
@@ -556,6 +587,7 @@ def errors_export(
     from trackway import errors_log
 
     where = _error_filter(error_type, day, status)
+    existing_database(database_url)  # before --output is opened: nothing made for nothing
     with open(output, "wb") if output else contextlib.nullcontext(sys.stdout.buffer) as out:
         count = with_store(
             database_url, lambda store: errors_log.export_rows(store, account, where, fmt, out)

@@ -120,7 +120,12 @@ def test_accounts_list(tmp_path):
 
 
 def test_accounts_list_of_an_empty_database(tmp_path):
-    result = run_cli("accounts", "list", "--database", sqlite_url(tmp_path / "t.db"))
+    from trackway.store import open_store
+
+    # A database as `trackway serve` leaves it on first start: the schema, no account.
+    url = sqlite_url(tmp_path / "t.db")
+    open_store(url).migrate()  # type: ignore[attr-defined]
+    result = run_cli("accounts", "list", "--database", url)
     assert result.stdout.strip() == ""
 
 
@@ -167,6 +172,8 @@ def test_keys_rotate_by_account_uuid(tmp_path):
 
 
 def test_keys_rotate_of_an_unknown_account_fails(tmp_path):
+    url = sqlite_url(tmp_path / "t.db")
+    run_cli("accounts", "create", "somebody", "--database", url)
     result = run_cli(
         "keys",
         "rotate",
@@ -174,7 +181,7 @@ def test_keys_rotate_of_an_unknown_account_fails(tmp_path):
         "--kind",
         "event",
         "--database",
-        sqlite_url(tmp_path / "t.db"),
+        url,
         check=False,
     )
     assert result.returncode != 0
