@@ -36,8 +36,19 @@ database_option = click.option(
     envvar="TRACKWAY_DATABASE_URL",
     default=DEFAULTS.database_url,
     show_default=True,
-    help="sqlite:///PATH (relative) or sqlite:////PATH (absolute). Env: TRACKWAY_DATABASE_URL.",
+    help="sqlite:///relative/path, sqlite:////absolute/path or "
+    "postgresql://user:pass@host:5432/db.",
 )
+
+
+class SettingsCommand(click.Command):
+    """A command whose every option shows the TRACKWAY_* variable that also sets it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
 
 
 class _NoDatabase(click.ClickException):
@@ -84,9 +95,22 @@ def main() -> None:
     """Trackway: a self-hosted event-tracking API."""
 
 
-@main.command()
-@click.option("--host", envvar="TRACKWAY_HOST", default=DEFAULTS.host, show_default=True)
-@click.option("--port", envvar="TRACKWAY_PORT", default=DEFAULTS.port, type=int, show_default=True)
+@main.command(cls=SettingsCommand, context_settings={"max_content_width": 100})
+@click.option(
+    "--host",
+    envvar="TRACKWAY_HOST",
+    default=DEFAULTS.host,
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--port",
+    envvar="TRACKWAY_PORT",
+    default=DEFAULTS.port,
+    type=int,
+    show_default=True,
+    help="Port to listen on.",
+)
 @click.option(
     "--workers",
     envvar="TRACKWAY_WORKERS",
@@ -166,7 +190,8 @@ def main() -> None:
     help="One log line per request.",
 )
 def serve(**options: Any) -> None:
-    """Run the HTTP API."""
+    """Run the HTTP API. Every option is also an environment variable (shown with each); the
+    option wins. The database is created, and its schema migrated, at start."""
     import uvicorn
 
     settings = Settings(**options)

@@ -218,3 +218,15 @@ def test_created_account_can_send_to_a_server_on_the_same_file(server):
     assert send(server, acct.event_key) == 200
     assert send(server, acct.user_key) == 200
     assert len(acct.events()) == 2
+
+
+def test_serve_help_names_both_url_forms_and_every_settings_variable():
+    import dataclasses
+
+    from trackway.settings import Settings, env_name
+
+    text = run_cli("serve", "--help").stdout
+    assert "sqlite:///relative/path" in text and "sqlite:////absolute/path" in text
+    assert "postgresql://" in text
+    for field in dataclasses.fields(Settings):
+        assert f"env var: {env_name(field.name)}" in " ".join(text.split()), field.name
