@@ -168,6 +168,37 @@ def main() -> None:
     help="Seconds a client may pause while sending a body; then 408 and the connection closes.",
 )
 @click.option(
+    "--header-timeout",
+    envvar="TRACKWAY_HEADER_TIMEOUT",
+    default=DEFAULTS.header_timeout,
+    type=click.IntRange(1),
+    show_default=True,
+    help="Seconds a connection may take to send complete request headers; then it is closed.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    envvar="TRACKWAY_KEEP_ALIVE_TIMEOUT",
+    default=DEFAULTS.keep_alive_timeout,
+    type=click.IntRange(1),
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open between requests.",
+)
+@click.option(
+    "--max-connections",
+    envvar="TRACKWAY_MAX_CONNECTIONS",
+    default=DEFAULTS.max_connections,
+    type=click.IntRange(16),
+    show_default=True,
+    help="Concurrent connections per worker; at the cap a new one replaces the oldest idle one.",
+)
+@click.option(
+    "--cors-origins",
+    envvar="TRACKWAY_CORS_ORIGINS",
+    default=DEFAULTS.cors_origins,
+    show_default=True,
+    help="Page origins (comma-separated, or *) whose scripts may call the ingest paths.",
+)
+@click.option(
     "--forwarded-allow-ips",
     envvar="TRACKWAY_FORWARDED_ALLOW_IPS",
     default=DEFAULTS.forwarded_allow_ips,
@@ -194,6 +225,9 @@ def serve(**options: Any) -> None:
     option wins. The database is created, and its schema migrated, at start."""
     import uvicorn
 
+    from trackway.http.protocol import raise_file_limit
+    from trackway.http.server import server_options
+
     settings = Settings(**options)
     try:
         settings.check()
@@ -210,21 +244,17 @@ def serve(**options: Any) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="trackway-metrics-") if settings.workers > 1 else None
     if metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    raise_file_limit()
     uvicorn.run(
         "trackway.http.app:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
         log_level=settings.log_level,
-        access_log=False,
-        server_header=False,
-        proxy_headers=bool(settings.forwarded_allow_ips),
-        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_graceful_shutdown=10,
         log_config=logging_config(settings.log_level, settings.log_format),
+        **server_options(settings),
     )
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -39,12 +39,12 @@ COMMIT_SECONDS = Histogram(
 
 
 @lru_cache(maxsize=1024)
-def _request_counter(route: str, method: str, status: int) -> Counter:
+def request_counter(route: str, method: str, status: int) -> Counter:
     return REQUESTS.labels(route, method, str(status))
 
 
 def count_request(route: str, method: str, status: int) -> None:
-    _request_counter(route, method, status).inc()
+    request_counter(route, method, status).inc()
 
 
 @lru_cache(maxsize=64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +66,8 @@ class Trackway:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self._credentials: dict[str, tuple[float, Credential | None]] = {}
+        # A token (raw Authorization value, or key) → (valid until, its credential or None).
+        self.credentials: dict[bytes | str | None, tuple[float, Credential | None]] = {}
         limit = settings.ingest_rate_limit
         # Each worker process holds its share of the limit: no shared state on the hot path.
         self._ingest_rate = TokenBuckets(limit / settings.workers) if limit > 0 else None
@@ -77,22 +78,32 @@ class Trackway:
             if wait:
                 raise RateLimited(retry_after_seconds(wait))
 
-    async def credential_for_key(self, key: str) -> Credential | None:
-        """The account and kind a key opens, or None; cached briefly (negatives too, so that
-        garbage keys do not reach the store on every request)."""
-        key_hash = hash_key(key)
+    async def credential_for(
+        self, token: bytes | str | None, parse: Callable[[Any], str | None]
+    ) -> Credential | None:
+        """The account and kind that the key in `token` opens (`parse` finds the key: the raw
+        Authorization value of a request, a pixel's `x`), or None; remembered under the token
+        itself for CREDENTIAL_TTL_SECONDS, negatives too, so that a repeated header costs one
+        dictionary lookup (`cached_credential`) and garbage does not reach the store each time.
+        A rotated or expired key stops working within that time."""
+        entry = self.credentials.get(token)
         now = time.monotonic()
-        cached = self._credentials.get(key_hash)
-        if cached is not None and cached[0] > now:
-            credential = cached[1]
-        else:
-            credential = await self.store.credential(key_hash)
-            if len(self._credentials) >= CREDENTIAL_CACHE_SIZE:
-                self._credentials.clear()
-            self._credentials[key_hash] = (now + CREDENTIAL_TTL_SECONDS, credential)
-        if credential is None or not hmac.compare_digest(credential.key_hash, key_hash):
-            return None
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        key = parse(token)
+        credential = None
+        if key:
+            key_hash = hash_key(key)
+            found = await self.store.credential(key_hash)
+            if found is not None and hmac.compare_digest(found.key_hash, key_hash):
+                credential = found
+        if len(self.credentials) >= CREDENTIAL_CACHE_SIZE:
+            self.credentials.clear()
+        self.credentials[token] = (now + CREDENTIAL_TTL_SECONDS, credential)
         return credential
+
+    async def credential_for_key(self, key: str) -> Credential | None:
+        return await self.credential_for(key, _same)
 
     async def ingest_event(self, account: Account, raw: bytes) -> IngestResult:
         """Validate one event body and store it durably; a rejection is logged and counted,
@@ -301,3 +312,7 @@ def customer_document(customer: CustomerRecord) -> dict[str, Any]:
         updated_at=format_ms(customer.updated_ms),
     )
     return doc
+
+
+def _same(key: str) -> str:
+    return key

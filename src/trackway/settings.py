@@ -32,9 +32,17 @@ class Settings:
     show_events_per_hour: int = 10
     # Seconds a client may pause while sending a request body; then 408 and the connection closes.
     body_timeout: int = 30
+    # Seconds a connection may take to send complete request headers; then it is closed.
+    header_timeout: int = 10
+    # Seconds an idle keep-alive connection stays open between requests.
+    keep_alive_timeout: int = 5
+    # Concurrent connections per worker process (kept below its file-descriptor limit).
+    max_connections: int = 1000
     # Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For and
     # X-Forwarded-Proto are trusted; empty: none, the connection's own address is the client's.
     forwarded_allow_ips: str = ""
+    # Page origins (comma-separated, or *) whose scripts may call the ingest paths (CORS).
+    cors_origins: str = "*"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -55,6 +63,12 @@ class Settings:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.body_timeout < 1:
             raise ValueError("body_timeout must be at least 1 second")
+        if self.header_timeout < 1:
+            raise ValueError("header_timeout must be at least 1 second")
+        if self.keep_alive_timeout < 1:
+            raise ValueError("keep_alive_timeout must be at least 1 second")
+        if self.max_connections < 16:
+            raise ValueError("max_connections must be at least 16")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
         if not (0 < self.port < 65536):

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -19,7 +19,6 @@ from trackway.domain import enrich
 from trackway.domain.errors import TrackwayError
 from trackway.http.errors import RequestTooLarge, error_response, internal_error, json_body
 from trackway.http.ingest import IngestEndpoints
-from trackway.http.middleware import RequestContext
 from trackway.http.openapi import openapi_page
 from trackway.http.routes import clickstream, customers, events, web
 from trackway.service import Trackway
@@ -36,6 +35,11 @@ def _respond(status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) ->
         media_type="application/json",
         headers={k.decode(): v.decode() for k, v in headers},
     )
+
+
+async def _gone(request: Request, exc: Exception) -> Response:
+    # The client went away, or the body timeout cut it (http/protocol.py): nobody reads this.
+    return Response(status_code=499)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
@@ -96,12 +100,13 @@ def create_app(settings: Settings) -> Any:
             TrackwayError: _domain_error,
             HTTPException: _http_error,
             RequestTooLarge: _domain_error,
+            ClientDisconnect: _gone,
             Exception: _domain_error,
         },
         lifespan=lifespan,
     )
     app.state.trackway = trackway
-    return RequestContext(IngestEndpoints(trackway, app), log_requests=settings.access_log)
+    return IngestEndpoints(trackway, app, settings)
 
 
 def app_from_env() -> Any:

@@ -32,6 +32,14 @@ class PermissionDenied(TrackwayError):
     """A valid key of a kind that may not do this (the event key on a read endpoint)."""
 
 
+def authorization_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The raw Authorization value among an ASGI scope's headers."""
+    for name, value in headers:
+        if name == b"authorization":
+            return bytes(value)
+    return None
+
+
 def key_from_authorization(header: bytes | str | None) -> str | None:
     """The API key in an Authorization header value, or None when there is none to find."""
     if not header or len(header) > MAX_HEADER:

@@ -31,11 +31,13 @@ class RequestTooLarge(Exception):
 
 
 class RequestTimeout(TrackwayError):
-    """The client paused longer than --body-timeout while sending the request body."""
+    """The client paused longer than --body-timeout while sending the request body, or took
+    longer than --header-timeout to send its headers (`part`)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, part: str = "body") -> None:
         super().__init__(seconds)
         self.seconds = seconds
+        self.part = part
 
 
 class MethodNotAllowed(Exception):
@@ -77,7 +79,12 @@ def error_response(exc: BaseException) -> Response | None:
         message = f"Request body is too large (maximum is {exc.limit} bytes)"
         return 413, _encode({"message": message}), [(b"connection", b"close")]
     if isinstance(exc, RequestTimeout):
-        message = f"Request body not received in time (the client paused over {exc.seconds} s)"
+        if exc.part == "headers":
+            message = f"Request headers not received in time (within {exc.seconds:g} s)"
+        else:
+            message = (
+                f"Request body not received in time (the client paused over {exc.seconds:g} s)"
+            )
         return 408, _encode({"message": message}), [(b"connection", b"close")]
     if isinstance(exc, TooManyEvents):
         return 413, _encode({"message": str(exc)}), []

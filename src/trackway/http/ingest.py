@@ -1,18 +1,29 @@
 """The ingest paths as a small raw ASGI handler in front of the Starlette app.
 
 Ingest is the hot path, and a framework's per-request work costs more than validating and
-storing the event (see DESIGN.md §5); so POST /api/v1/event is served here, with the same auth,
-domain rules and error mapping as every other route, and all else falls through to Starlette.
+storing the event (DESIGN.md §5). So POST /api/v1/event, POST /api/v1/bulkevents and
+GET /unity.gif are served here, with the same auth, domain rules and error mapping as every
+other route, in one pass over the request's headers and without wrapping `send`: the
+credential of an Authorization value is remembered (service.Trackway.credential_for), the
+response headers are built once, the request id and the request metric are added inline.
+Everything else goes to Starlette through RequestContext. Body and header timeouts are the
+HTTP protocol's (http/protocol.py): no timer is armed here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from trackway.domain.errors import EventRejected, InvalidRequest, StoreUnavailable, TrackwayError
+from trackway import metrics
+from trackway.domain.errors import (
+    EventRejected,
+    InvalidRequest,
+    StoreUnavailable,
+    TrackwayError,
+)
 from trackway.domain.events import NUL_MESSAGE
 from trackway.domain.pixel import (
     PIXEL_GIF,
@@ -25,204 +36,242 @@ from trackway.domain.timestamps import now_ms
 from trackway.http.auth import NotAuthorized, key_from_authorization
 from trackway.http.errors import (
     MethodNotAllowed,
-    RequestTimeout,
     RequestTooLarge,
     Response,
     error_response,
     internal_error,
     json_body,
 )
+from trackway.http.middleware import REQUEST_IDS, ASGIApp, RequestContext, access_log
 from trackway.service import Trackway
+from trackway.settings import Settings
 from trackway.store.base import Credential, Rejection
 
 log = logging.getLogger("trackway.http")
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 Handler = Callable[[Credential, bytes], Awaitable[Response]]
+Headers = list[tuple[bytes, bytes]]
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-_OK = (200, json_body({"status": "OK"}), [])
-_PIXEL_HEADERS = [
+_JSON = (b"content-type", b"application/json")
+_OK_PAYLOAD = json_body({"status": "OK"})
+_PIXEL_HEADERS: Headers = [
     (b"content-type", b"image/gif"),
     (b"cache-control", b"no-cache, no-store, must-revalidate, private, max-age=0"),
     (b"pragma", b"no-cache"),
     (b"expires", b"0"),
+    (b"content-length", str(len(PIXEL_GIF)).encode()),
 ]
+# Headers a page's script may read from an ingest answer.
+_EXPOSED = (b"access-control-expose-headers", b"X-Request-Id, Retry-After")
+_ALLOWED_REQUEST_HEADERS = b"Authorization, Content-Type, X-Request-Id"
+_PREFLIGHT_MAX_AGE = b"600"
+
+EVENT_PATH = "/api/v1/event"
+BULK_PATH = "/api/v1/bulkevents"
+PIXEL_PATH = "/unity.gif"
 
 
-async def read_body(receive: Any, scope: dict[str, Any], limit: int) -> bytes | None:
-    """The whole request body, or RequestTooLarge as soon as it passes `limit` bytes (before
-    reading it when Content-Length says so); None when the client went away."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                declared = 0
-            if declared > limit:
-                raise RequestTooLarge(limit)
-            break
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(limit)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+class Cors:
+    """Which page origins may call the ingest paths (`--cors-origins`: `*` or a list)."""
 
+    def __init__(self, origins: str) -> None:
+        names = [o.strip() for o in origins.split(",") if o.strip()]
+        self.any = "*" in names
+        self.origins = frozenset(o.encode("latin-1").rstrip(b"/") for o in names if o != "*")
+        self._any_headers: Headers = [(b"access-control-allow-origin", b"*"), _EXPOSED]
 
-def receive_in_time(receive: Any, seconds: float) -> Any:
-    """`receive` whose every wait for more of the request body is cut at `seconds` with
-    RequestTimeout: uvicorn has no body timeout, so a client that stops sending mid-body would
-    hold its connection and task forever. Once the body is complete, it passes through."""
-    body_complete = False
+    def allows(self, origin: bytes) -> bool:
+        return self.any or origin.rstrip(b"/") in self.origins
 
-    async def receive_body() -> Any:
-        nonlocal body_complete
-        if body_complete:
-            return await receive()
-        try:
-            async with asyncio.timeout(seconds):
-                message = await receive()
-        except TimeoutError:
-            raise RequestTimeout(seconds) from None
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            body_complete = True
-        return message
+    def response_headers(self, origin: bytes | None) -> Headers:
+        """What an answer to a request from `origin` carries (nothing without an Origin)."""
+        if origin is None:
+            return []
+        if self.any:
+            return self._any_headers
+        if origin.rstrip(b"/") in self.origins:
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin"), _EXPOSED]
+        return [(b"vary", b"Origin")]
 
-    return receive_body
-
-
-async def _send(send: Any, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(payload)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-def authorization_header(scope: dict[str, Any]) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return bytes(value)
-    return None
+    def preflight(self, origin: bytes | None, methods: bytes, requested: bytes | None) -> Response:
+        """OPTIONS: 204 with what the browser may send, for an allowed origin; 403 else."""
+        allow = [(b"allow", methods)]
+        if origin is None:
+            return 204, b"", allow
+        if not self.allows(origin):
+            return 403, json_body({"message": "Origin not allowed"}), [(b"vary", b"Origin")]
+        headers = _ALLOWED_REQUEST_HEADERS
+        if requested:
+            headers += b", " + requested
+        return (
+            204,
+            b"",
+            [
+                *allow,
+                (b"access-control-allow-origin", b"*" if self.any else origin),
+                (b"access-control-allow-methods", methods),
+                (b"access-control-allow-headers", headers),
+                (b"access-control-max-age", _PREFLIGHT_MAX_AGE),
+                *([] if self.any else [(b"vary", b"Origin")]),
+            ],
+        )
 
 
 class IngestEndpoints:
-    def __init__(self, trackway: Trackway, fallback: ASGIApp) -> None:
+    """The outermost ASGI app: the ingest paths here, everything else to `fallback`."""
+
+    def __init__(self, trackway: Trackway, fallback: ASGIApp, settings: Settings) -> None:
         self.trackway = trackway
         self.fallback = fallback
-        self.max_body_bytes = trackway.settings.max_body_bytes
-        self.body_timeout = trackway.settings.body_timeout
-        self.routes: dict[str, Handler] = {}
-        for path, handler in (
-            ("/api/v1/event", self.post_event),
-            ("/api/v1/bulkevents", self.post_bulk),
-        ):
-            self.routes[path] = handler
-            self.routes[path + "/"] = handler
+        self.context = RequestContext(fallback, log_requests=settings.access_log)
+        self.log_requests = settings.access_log
+        self.max_body_bytes = settings.max_body_bytes
+        # A Content-Length of fewer digits cannot pass the limit: no int() for it.
+        self.limit_digits = len(str(settings.max_body_bytes))
+        self.cors = Cors(settings.cors_origins)
+        self.json_routes: dict[str, tuple[str, Handler]] = {}
+        for path, handler in ((EVENT_PATH, self.post_event), (BULK_PATH, self.post_bulk)):
+            self.json_routes[path] = (path, handler)
+            self.json_routes[path + "/"] = (path, handler)
+        self._ok_headers: Headers = [_JSON, (b"content-length", str(len(_OK_PAYLOAD)).encode())]
+        # The metric series of the commonest answers, looked up once.
+        self._counted: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == "/unity.gif":
-            await self.serve_pixel(scope, send)
-            return
-        if scope["type"] == "http":
-            receive = receive_in_time(receive, self.body_timeout)
-        handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None:
-            if scope["type"] == "http" and (
-                "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
-            ):
-                await self.refuse_nul(scope, send)
-                return
+        if scope["type"] != "http":
             await self.fallback(scope, receive, send)
             return
+        path = scope["path"]
+        route = self.json_routes.get(path)
+        if route is not None:
+            await self.serve_json(scope, receive, send, route[0], route[1])
+        elif path == PIXEL_PATH:
+            await self.serve_pixel(scope, send)
+        elif "\x00" in path or b"%00" in scope.get("query_string", b""):
+            await self.refuse_nul(scope, send)
+        else:
+            await self.context(scope, receive, send)
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def answer(
+        self,
+        scope: dict[str, Any],
+        send: Any,
+        route: str,
+        status: int,
+        payload: bytes,
+        headers: Headers,
+        request_id: bytes,
+        started: float,
+    ) -> None:
+        headers.append((b"x-request-id", request_id))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        self.count(scope, route, status, request_id, started)
+
+    def count(
+        self, scope: dict[str, Any], route: str, status: int, request_id: bytes, started: float
+    ) -> None:
+        method = scope["method"]
+        counter = self._counted.get((route, method, status))
+        if counter is None:
+            counter = metrics.request_counter(route, method, status)
+            self._counted[(route, method, status)] = counter
+        counter.inc()
+        if self.log_requests:
+            access_log.info(
+                "%s %s %d",
+                method,
+                scope["path"],
+                status,
+                extra={
+                    "request_id": request_id.decode(),
+                    "method": method,
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+
+    def error_headers(self, exc: BaseException) -> Response:
+        answer = error_response(exc)
+        if answer is None:
+            log.error("unexpected error on an ingest path", exc_info=exc)
+            answer = internal_error()
+        return answer
+
+    # -- POST /api/v1/event and /api/v1/bulkevents -------------------------------------------
+
+    async def serve_json(
+        self, scope: dict[str, Any], receive: Any, send: Any, route: str, handler: Handler
+    ) -> None:
+        started = time.perf_counter() if self.log_requests else 0.0
+        auth = length = given_id = origin = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                auth = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"x-request-id":
+                given_id = value
+            elif name == b"origin":
+                origin = value
+        request_id = REQUEST_IDS.take(given_id)
         try:
             if scope["method"] != "POST":
-                raise MethodNotAllowed("POST")
-            key = key_from_authorization(authorization_header(scope))
-            credential = await self.trackway.credential_for_key(key) if key else None
+                if scope["method"] == "OPTIONS":
+                    status, payload, extra = self.cors.preflight(
+                        origin, b"POST, OPTIONS", _requested_headers(scope)
+                    )
+                    await self.answer(
+                        scope, send, route, status, payload,
+                        [_JSON, (b"content-length", str(len(payload)).encode()), *extra],
+                        request_id, started,
+                    )  # fmt: skip
+                    return
+                raise MethodNotAllowed("POST, OPTIONS")
+            entry = self.trackway.credentials.get(auth)
+            if entry is not None and entry[0] > time.monotonic():
+                credential = entry[1]
+            else:
+                credential = await self.trackway.credential_for(auth, key_from_authorization)
             if credential is None:
                 raise NotAuthorized()
-            body = await read_body(receive, scope, self.max_body_bytes)
-            if body is None:
-                return
-            status, payload, headers = await handler(credential, body)
-        except TrackwayError as exc:
-            status, payload, headers = error_response(exc) or internal_error()
-        except (MethodNotAllowed, RequestTooLarge) as exc:
-            status, payload, headers = error_response(exc) or internal_error()
+            limit = self.max_body_bytes
+            if length and len(length) >= self.limit_digits and _declared(length) > limit:
+                raise RequestTooLarge(limit)
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                body = await _rest_of_body(receive, body, limit)
+                if body is None:
+                    return
+            elif len(body) > limit:
+                raise RequestTooLarge(limit)
+            status, payload, extra = await handler(credential, body)
+        except (TrackwayError, MethodNotAllowed, RequestTooLarge) as exc:
+            status, payload, extra = self.error_headers(exc)
         except Exception:
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            status, payload, headers = internal_error()
-        await _send(send, status, payload, [*_JSON_HEADERS, *headers])
-
-    async def refuse_nul(self, scope: dict[str, Any], send: Any) -> None:
-        """No stored name, uuid or identifier holds a NUL (PostgreSQL text cannot): a path with
-        one names nothing (404), a query parameter with one is refused (400)."""
-        if "\x00" in scope["path"]:
-            status, payload, headers = 404, json_body({"message": "Not found"}), []
+            status, payload, extra = internal_error()
+        if payload is _OK_PAYLOAD:
+            headers = [*self._ok_headers, *self.cors.response_headers(origin)]
         else:
-            refused = InvalidRequest({"query": [NUL_MESSAGE]})
-            status, payload, headers = error_response(refused) or internal_error()
-        await _send(send, status, payload, [*_JSON_HEADERS, *headers])
+            headers = [
+                _JSON,
+                (b"content-length", str(len(payload)).encode()),
+                *extra,
+                *self.cors.response_headers(origin),
+            ]
+        await self.answer(scope, send, route, status, payload, headers, request_id, started)
 
     async def post_event(self, credential: Credential, body: bytes) -> Response:
         await self.trackway.ingest_event(credential.account, body)
-        return _OK
-
-    async def pixel(self, scope: dict[str, Any]) -> None:
-        """GET /unity.gif: the event rides in the query string, the key in `x`."""
-        parameters = pixel_parameters(scope.get("query_string", b""))
-        key = pixel_key(parameters)
-        credential = await self.trackway.credential_for_key(key) if key else None
-        if credential is None:
-            return
-        headers = {name: value for name, value in scope["headers"]}
-        client = scope.get("client")
-        try:
-            body = pixel_body(
-                parameters,
-                user_agent=headers.get(b"user-agent", b"").decode("latin-1") or None,
-                ip=client[0] if client else None,
-                referrer=headers.get(b"referer", b"").decode("latin-1") or None,
-            )
-        except EventRejected as rejected:
-            raw = logged_query(parameters)
-            await self.trackway.log_rejections(
-                credential.account,
-                [Rejection(now_ms(), rejected.error_type, rejected.errors, raw)],
-            )
-            return
-        await self.trackway.ingest_pixel(credential.account, body, logged_query(parameters))
-
-    async def serve_pixel(self, scope: dict[str, Any], send: Any) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
-            status, payload, headers = (
-                error_response(MethodNotAllowed("GET, HEAD")) or internal_error()
-            )
-            await _send(send, status, payload, [*_JSON_HEADERS, *headers])
-            return
-        try:
-            # HEAD (link checkers, prefetchers) answers like GET but records nothing.
-            if scope["method"] == "GET":
-                await self.pixel(scope)
-        except StoreUnavailable as exc:
-            log.warning("pixel event not stored: %s", exc)
-        except Exception:
-            log.exception("unexpected error on the pixel")
-        await _send(send, 200, PIXEL_GIF, _PIXEL_HEADERS)
+        return 200, _OK_PAYLOAD, []
 
     async def post_bulk(self, credential: Credential, body: bytes) -> Response:
         result = await self.trackway.ingest_bulk(credential.account, body)
@@ -234,3 +283,129 @@ class IngestEndpoints:
         ]
         payload = {"status": "partial", "count": result.count, "errors": errors}
         return 400, json_body(payload), []
+
+    # -- GET /unity.gif ------------------------------------------------------------------------
+
+    async def serve_pixel(self, scope: dict[str, Any], send: Any) -> None:
+        """The browser gets its GIF whatever happens to the event: a rejection is logged and
+        counted, a storage fault logged."""
+        started = time.perf_counter() if self.log_requests else 0.0
+        user_agent = referrer = given_id = origin = None
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                user_agent = value
+            elif name == b"referer":
+                referrer = value
+            elif name == b"x-request-id":
+                given_id = value
+            elif name == b"origin":
+                origin = value
+        request_id = REQUEST_IDS.take(given_id)
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            if method == "OPTIONS":
+                status, payload, extra = self.cors.preflight(
+                    origin, b"GET, HEAD, OPTIONS", _requested_headers(scope)
+                )
+            else:
+                status, payload, extra = self.error_headers(MethodNotAllowed("GET, HEAD, OPTIONS"))
+            headers = [_JSON, (b"content-length", str(len(payload)).encode()), *extra]
+            await self.answer(
+                scope, send, PIXEL_PATH, status, payload, headers, request_id, started
+            )
+            return
+        try:
+            # HEAD (link checkers, prefetchers) answers like GET but records nothing.
+            if method == "GET":
+                await self.pixel(scope, user_agent, referrer)
+        except StoreUnavailable as exc:
+            log.warning("pixel event not stored: %s", exc)
+        except Exception:
+            log.exception("unexpected error on the pixel")
+        headers = [*_PIXEL_HEADERS, *self.cors.response_headers(origin)]
+        await self.answer(scope, send, PIXEL_PATH, 200, PIXEL_GIF, headers, request_id, started)
+
+    async def pixel(
+        self, scope: dict[str, Any], user_agent: bytes | None, referrer: bytes | None
+    ) -> None:
+        """The event rides in the query string, the key in `x`."""
+        parameters = pixel_parameters(scope.get("query_string", b""))
+        key = pixel_key(parameters)
+        if key is None:
+            return
+        entry = self.trackway.credentials.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            credential = entry[1]
+        else:
+            credential = await self.trackway.credential_for(key, _same)
+        if credential is None:
+            return
+        client = scope.get("client")
+        try:
+            body = pixel_body(
+                parameters,
+                user_agent=user_agent.decode("latin-1") if user_agent else None,
+                ip=client[0] if client else None,
+                referrer=referrer.decode("latin-1") if referrer else None,
+            )
+        except EventRejected as rejected:
+            raw = logged_query(parameters)
+            await self.trackway.log_rejections(
+                credential.account,
+                [Rejection(now_ms(), rejected.error_type, rejected.errors, raw)],
+            )
+            return
+        await self.trackway.ingest_pixel(credential.account, body, logged_query(parameters))
+
+    # -- anything else -------------------------------------------------------------------------
+
+    async def refuse_nul(self, scope: dict[str, Any], send: Any) -> None:
+        """No stored name, uuid or identifier holds a NUL (PostgreSQL text cannot): a path with
+        one names nothing (404), a query parameter with one is refused (400)."""
+        started = time.perf_counter() if self.log_requests else 0.0
+        if "\x00" in scope["path"]:
+            status, payload, extra = 404, json_body({"message": "Not found"}), []
+        else:
+            status, payload, extra = self.error_headers(InvalidRequest({"query": [NUL_MESSAGE]}))
+        given_id = next((v for n, v in scope["headers"] if n == b"x-request-id"), None)
+        headers = [_JSON, (b"content-length", str(len(payload)).encode()), *extra]
+        await self.answer(
+            scope, send, "other", status, payload, headers, REQUEST_IDS.take(given_id), started
+        )
+
+
+def _declared(length: bytes) -> int:
+    try:
+        return int(length)
+    except ValueError:
+        return 0
+
+
+def _requested_headers(scope: dict[str, Any]) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"access-control-request-headers":
+            return bytes(value)
+    return None
+
+
+async def _rest_of_body(receive: Any, first: bytes, limit: int) -> bytes | None:
+    """The rest of a body that did not come in one message (None: the client went away);
+    RequestTooLarge as soon as it passes `limit` bytes."""
+    chunks = [first]
+    size = len(first)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _same(key: str) -> str:
+    return key

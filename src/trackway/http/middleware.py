@@ -6,12 +6,14 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from trackway import metrics
-from trackway.http.ingest import ASGIApp
 
 access_log = logging.getLogger("trackway.access")
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 # Routes by exact path; anything else is counted as "other" (bounded label cardinality).
 KNOWN_ROUTES = frozenset(
@@ -50,27 +52,47 @@ def route_of(path: str) -> str:
     return "other"
 
 
-class RequestContext:
-    def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
-        self.app = app
-        self.log_requests = log_requests
+class RequestIds:
+    """Request ids: the caller's own when it is short and printable, else this process's
+    prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{int(time.time()):x}-"
 
-    def request_id(self, scope: dict[str, Any]) -> bytes:
-        for name, value in scope["headers"]:
-            # A caller's own id is kept when it is short and printable.
-            if name == b"x-request-id" and 0 < len(value) <= 128 and value.isascii():
-                text = value.decode("ascii")
-                if text.isprintable():
-                    return bytes(value)
+    def take(self, given: bytes | None) -> bytes:
+        if (
+            given is not None
+            and 0 < len(given) <= 128
+            and given.isascii()
+            and given.decode("ascii").isprintable()
+        ):
+            return bytes(given)
         return (self._prefix + format(next(self._ids), "x")).encode()
+
+
+REQUEST_IDS = RequestIds()
+
+
+class RequestContext:
+    """Request id, metrics and access log of the routes behind the ingest handler (which adds
+    its own inline)."""
+
+    def __init__(self, app: ASGIApp, *, log_requests: bool) -> None:
+        self.app = app
+        self.log_requests = log_requests
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = self.request_id(scope)
+        given = next((v for n, v in scope["headers"] if n == b"x-request-id"), None)
+        request_id = REQUEST_IDS.take(given)
         status = 500
         started = time.perf_counter()
 

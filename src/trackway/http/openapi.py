@@ -372,6 +372,30 @@ def _json_body(schema: dict[str, Any], description: str, required: bool = True) 
     return {"required": required, "description": description, "content": {JSON: {"schema": schema}}}
 
 
+def _preflight(operation_id: str, methods: str) -> dict[str, Any]:
+    """OPTIONS on an ingest path: the CORS preflight of a page's script (--cors-origins)."""
+    return {
+        "operationId": operation_id,
+        "summary": "CORS preflight",
+        "description": (
+            "A browser asks before a page's script may call this path. An allowed origin "
+            f"(--cors-origins, default any) gets 204 with Access-Control-Allow-Methods: {methods} "
+            "and Access-Control-Allow-Headers listing Authorization, Content-Type and "
+            "X-Request-Id (and whatever Access-Control-Request-Headers asked for); another "
+            "origin gets 403. Without an Origin header: 204 with Allow."
+        ),
+        "tags": ["ingest"],
+        "security": [],
+        "parameters": [
+            {"name": "Origin", "in": "header", "required": False, "schema": _string()},
+        ],
+        "responses": {
+            "204": {"description": "Allowed: the Access-Control-Allow-* headers say what."},
+            "403": _message('The origin is not allowed: "Origin not allowed".'),
+        },
+    }
+
+
 def _paths(settings: Settings) -> dict[str, Any]:
     ingest_common = {
         "401": _UNAUTHORIZED,
@@ -415,7 +439,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     "400": _answer("The event breaks a rule.", _ref("Errors")),
                     **ingest_common,
                 },
-            }
+            },
+            "options": _preflight("sendEventPreflight", "POST, OPTIONS"),
         },
         "/api/v1/bulkevents": {
             "post": {
@@ -436,7 +461,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         "--max-bulk-events events."
                     ),
                 },
-            }
+            },
+            "options": _preflight("sendEventsPreflight", "POST, OPTIONS"),
         },
         "/unity.gif": {
             "get": {
@@ -475,7 +501,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                         media_type="image/gif",
                     )
                 },
-            }
+            },
+            "options": _preflight("pixelPreflight", "GET, HEAD, OPTIONS"),
         },
         "/api/v1/customers": {
             "get": {

@@ -9,7 +9,12 @@ from starlette.responses import Response
 
 from trackway.domain.errors import InvalidRequest
 from trackway.domain.events import EventRejected, parse_json_object
-from trackway.http.auth import NotAuthorized, PermissionDenied, key_from_authorization
+from trackway.http.auth import (
+    NotAuthorized,
+    PermissionDenied,
+    authorization_header,
+    key_from_authorization,
+)
 from trackway.http.errors import RequestTooLarge, json_body
 from trackway.service import Trackway
 from trackway.store.base import Account
@@ -22,8 +27,8 @@ def trackway_of(request: Request) -> Trackway:
 
 async def user_account(request: Request) -> Account:
     """The account of the request's user key: 401 without a valid key, 403 for an event key."""
-    key = key_from_authorization(request.headers.get("authorization"))
-    credential = await trackway_of(request).credential_for_key(key) if key else None
+    header = authorization_header(request.scope["headers"])
+    credential = await trackway_of(request).credential_for(header, key_from_authorization)
     if credential is None:
         raise NotAuthorized(challenge=True)
     if credential.kind != "user":

@@ -1,0 +1,203 @@
+"""uvicorn's httptools protocol with the timeouts and the connection cap it lacks.
+
+- **Header timeout** (`--header-timeout`): a connection that has not sent complete request
+  headers this many seconds after it opened, or after the first byte of its next request, is
+  closed (with a 408 when part of a request came). uvicorn with httptools has none: a socket
+  that sends nothing, or a header line every 2 s, stays open for ever.
+- **Body timeout** (`--body-timeout`): a client that pauses longer than this while sending a
+  request body gets a 408 and the connection is closed.
+- **Connection cap** (`--max-connections`, per worker process): at the cap, a new connection
+  takes the place of the oldest one that is waiting for request headers (idle keep-alive or
+  slow); when every connection is in a request, the new one gets a 503 and is closed. The
+  file-descriptor limit is never reached, so `/healthz` keeps answering.
+- Between requests, uvicorn's keep-alive timeout (`--keep-alive-timeout`) closes idle
+  connections.
+
+No timer is armed for a request whose headers and body arrive in the first read (almost all
+of them): the header timer of a connection runs from its opening until its first request's
+headers are in, and later ones are armed only when a read ends inside a request's headers or
+body. This relies on uvicorn's HttpToolsProtocol callbacks (on_message_begin,
+on_headers_complete, on_message_complete); tests/hostile covers each case over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from functools import cache
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from trackway import metrics
+from trackway.http.errors import RequestTimeout, error_response
+from trackway.http.middleware import REQUEST_IDS, route_of
+from trackway.settings import Settings
+
+log = logging.getLogger("trackway.http")
+
+_HEADERS, _BODY, _DONE = 0, 1, 2
+
+
+@cache
+def _limits() -> tuple[float, float, int]:
+    """(header timeout, body timeout, connection cap) of this worker, from TRACKWAY_*."""
+    settings = Settings.from_env()
+    return float(settings.header_timeout), float(settings.body_timeout), effective_cap(settings)
+
+
+def effective_cap(settings: Settings) -> int:
+    """The connection cap, kept below this process's file-descriptor limit (with room for the
+    database files, the listening socket and the writer's socket)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return settings.max_connections
+    return max(16, min(settings.max_connections, soft - 100))
+
+
+def raise_file_limit() -> None:
+    """The soft file-descriptor limit up to the hard one, so that the cap, not the limit, is
+    what a flood of connections meets."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _raw_response(status: bytes, payload: bytes, request_id: bytes) -> bytes:
+    return b"".join(
+        [
+            b"HTTP/1.1 ", status, b"\r\n",
+            b"content-type: application/json\r\n",
+            b"content-length: ", str(len(payload)).encode(), b"\r\n",
+            b"x-request-id: ", request_id, b"\r\n",
+            b"connection: close\r\n\r\n",
+            payload,
+        ]
+    )  # fmt: skip
+
+
+class TrackwayHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout, self._body_timeout, self._cap = _limits()
+        self._phase = _HEADERS
+        self._timer: asyncio.TimerHandle | None = None
+        self._opened = 0.0
+        self._request_bytes = False
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._opened = self.loop.time()
+        if len(self.connections) > self._cap and not self._make_room():
+            log.warning("connection cap (%d) reached: new connection refused", self._cap)
+            payload = b'{"message":"Too many connections"}'
+            answer = _raw_response(b"503 Service Unavailable", payload, REQUEST_IDS.take(None))
+            transport.write(answer)
+            transport.close()
+            return
+        self._timer = self.loop.call_later(self._header_timeout, self._headers_too_slow)
+
+    def _make_room(self) -> bool:
+        """Close the oldest connection waiting for request headers; False when there is none."""
+        oldest: TrackwayHttpToolsProtocol | None = None
+        for other in self.connections:
+            if (
+                other is not self
+                and isinstance(other, TrackwayHttpToolsProtocol)
+                and other._phase != _BODY
+                and (other.cycle is None or other.cycle.response_complete)
+                and (oldest is None or other._opened < oldest._opened)
+            ):
+                oldest = other
+        if oldest is None:
+            return False
+        oldest.transport.close()
+        oldest.connections.discard(oldest)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- the parser's progress -----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._phase == _HEADERS:
+            if self._request_bytes and self._timer is None and not self.transport.is_closing():
+                self._timer = self.loop.call_later(self._header_timeout, self._headers_too_slow)
+        elif self._phase == _BODY and not self.transport.is_closing():
+            # The client may pause this long between two reads of a body.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(self._body_timeout, self._body_too_slow)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._phase = _HEADERS
+        self._request_bytes = True
+
+    def on_headers_complete(self) -> None:
+        self._phase = _BODY
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._phase = _DONE
+        self._request_bytes = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._phase == _DONE:
+            self._phase = _HEADERS
+        super().on_response_complete()
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def _headers_too_slow(self) -> None:
+        self._timer = None
+        if self.transport.is_closing() or self._phase != _HEADERS:
+            return
+        if self._request_bytes:
+            payload = error_response(RequestTimeout(self._header_timeout, "headers"))
+            assert payload is not None
+            self.transport.write(
+                _raw_response(b"408 Request Timeout", payload[1], REQUEST_IDS.take(None))
+            )
+            metrics.count_request("other", "-", 408)
+        self.transport.close()
+
+    def _body_too_slow(self) -> None:
+        self._timer = None
+        if self.transport.is_closing() or self._phase != _BODY:
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            payload = error_response(RequestTimeout(self._body_timeout))
+            assert payload is not None
+            given = next((v for n, v in cycle.scope["headers"] if n == b"x-request-id"), None)
+            self.transport.write(
+                _raw_response(b"408 Request Timeout", payload[1], REQUEST_IDS.take(given))
+            )
+            # The app's answer, if it still makes one, goes nowhere.
+            cycle.response_started = True
+            metrics.count_request(route_of(cycle.scope["path"]), cycle.scope["method"], 408)
+        self.transport.close()
