@@ -81,7 +81,8 @@ def summary_range(start_raw: Any, end_raw: Any, now_ms: int) -> tuple[int, int]:
     end = parse_summary_bound(end_raw, "timestamp_end", end=True)
     if start is None:
         end = now_ms if end is None else end
-        start = max(_EARLIEST, _day_start_ms_of(end) - (SUMMARY_DEFAULT_DAYS - 1) * DAY_MS)
+        # Near 1970 this starts before it: still 7 days, the first ones empty.
+        start = _day_start_ms_of(end) - (SUMMARY_DEFAULT_DAYS - 1) * DAY_MS
     elif end is None:
         end = min(_day_start_ms_of(start) + SUMMARY_DEFAULT_DAYS * DAY_MS - 1, _LATEST)
     if end < start:
