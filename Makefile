@@ -1,5 +1,7 @@
-# `make run`: install into .venv, create the account `default` on first start, serve on :8080.
-# `make test`: install into .venv (with test extras), lint, type-check (mypy) and run every test.
+# `make run`: install into .venv, create the account `default` on first start, serve on :8080,
+#   and once it is up print the clickstream page's URL and a curl line to try (scripts/run).
+# `make test`: install into .venv (with test extras), lint, type-check (mypy), install what
+#   the tests need besides (scripts/test-deps: chromium, nginx, openssl; scripts/with-postgres: PostgreSQL), run every test.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,10 +16,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/trackway accounts create default --if-missing
-	$(BIN)/trackway serve --host $${TRACKWAY_HOST:-127.0.0.1} --port $${TRACKWAY_PORT:-8080}
+	$(BIN)/python scripts/run
 
 test: $(STAMP)
+	scripts/test-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	scripts/with-postgres $(BIN)/python -m pytest

@@ -14,12 +14,18 @@ from typing import Any, TypeVar
 import click
 
 from trackway import transfer
-from trackway.domain.errors import AccountExists, AccountNotFound, NotFound, StoreUnavailable
+from trackway.domain.errors import (
+    AccountExists,
+    AccountNotFound,
+    DatabaseMissing,
+    NotFound,
+    StoreUnavailable,
+)
 from trackway.domain.keys import KEY_KINDS, hash_key, new_key
 from trackway.logs import logging_config
 from trackway.service import Trackway
 from trackway.settings import Settings, max_ahead_ms
-from trackway.store import Store, open_store
+from trackway.store import Store, open_store, require_database
 
 T = TypeVar("T")
 DEFAULTS = Settings()
@@ -30,7 +36,8 @@ database_option = click.option(
     envvar="TRACKWAY_DATABASE_URL",
     default=DEFAULTS.database_url,
     show_default=True,
-    help="sqlite:///PATH (relative) or sqlite:////PATH (absolute). Env: TRACKWAY_DATABASE_URL.",
+    help="sqlite:///relative/path, sqlite:////absolute/path or "
+    "postgresql://user:pass@host:5432/db.",
 )
 
 max_future_hours_option = click.option(
@@ -40,11 +47,44 @@ max_future_hours_option = click.option(
     type=click.IntRange(0),
     show_default=True,
     help="Refuse events whose timestamp is more than this many hours after their receipt "
-    "(after clock-skew correction); 0: no bound. Env: TRACKWAY_MAX_FUTURE_HOURS.",
+    "(after clock-skew correction); 0: no bound.",
 )
 
 
-def with_store(database_url: str, action: Callable[[Store], Awaitable[T]]) -> T:
+class SettingsCommand(click.Command):
+    """A command whose every option shows the TRACKWAY_* variable that also sets it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, click.Option) and param.envvar:
+                param.show_envvar = True
+
+
+class _NoDatabase(click.ClickException):
+    # A usage error (a wrong --database), and not import's exit status 1 (lines rejected).
+    exit_code = 2
+
+
+def existing_database(database_url: str) -> None:
+    """Refuse, creating nothing, a database that does not exist: only `serve` and `accounts
+    create` make one."""
+    try:
+        require_database(database_url)
+    except DatabaseMissing as exc:
+        raise _NoDatabase(str(exc)) from None
+    except (StoreUnavailable, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def with_store(
+    database_url: str, action: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run `action` on the store of `database_url`; one that does not exist is refused unless
+    `create`."""
+    if not create:
+        existing_database(database_url)
+
     async def run() -> T:
         store = open_store(database_url)
         await store.open()
@@ -65,9 +105,22 @@ def main() -> None:
     """Trackway: a self-hosted event-tracking API."""
 
 
-@main.command()
-@click.option("--host", envvar="TRACKWAY_HOST", default=DEFAULTS.host, show_default=True)
-@click.option("--port", envvar="TRACKWAY_PORT", default=DEFAULTS.port, type=int, show_default=True)
+@main.command(cls=SettingsCommand, context_settings={"max_content_width": 100})
+@click.option(
+    "--host",
+    envvar="TRACKWAY_HOST",
+    default=DEFAULTS.host,
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--port",
+    envvar="TRACKWAY_PORT",
+    default=DEFAULTS.port,
+    type=int,
+    show_default=True,
+    help="Port to listen on.",
+)
 @click.option(
     "--workers",
     envvar="TRACKWAY_WORKERS",
@@ -179,7 +232,8 @@ def main() -> None:
     help="One log line per request.",
 )
 def serve(**options: Any) -> None:
-    """Run the HTTP API."""
+    """Run the HTTP API. Every option is also an environment variable (shown with each); the
+    option wins. The database is created, and its schema migrated, at start."""
     import uvicorn
 
     from trackway.http.protocol import raise_file_limit
@@ -243,7 +297,7 @@ def accounts_create(name: str, database_url: str, as_json: bool, if_missing: boo
                 return None
             raise
 
-    account = with_store(database_url, create)
+    account = with_store(database_url, create, create=True)
     if account is None:
         click.echo(
             f"Account {name!r} exists already; its keys were shown when it was created "
@@ -530,6 +584,7 @@ def import_events(
     Exit status: 0 every line accepted or a duplicate; 1 some lines rejected;
                  2 usage error; 3 the database failed (re-run to resume).
     """
+    existing_database(database_url)
     try:
         code = transfer.run_import(
             source, account, database_url, batch_size, as_json, max_ahead_ms(max_future_hours)
@@ -554,6 +609,7 @@ def export_events(
 ) -> None:
     """Write the events of ACCOUNT to stdout as NDJSON, oldest first: each as stored (the body
     as sent, with its event_uuid and timestamp), the format `trackway import` reads back."""
+    existing_database(database_url)
     try:
         transfer.run_export(account, database_url, since, until, event_name, sys.stdout.buffer)
     except transfer.UsageError as exc:
@@ -649,6 +705,7 @@ def errors_export(
     from trackway import errors_log
 
     where = _error_filter(error_type, day, status)
+    existing_database(database_url)  # before --output is opened: nothing made for nothing
     with open(output, "wb") if output else contextlib.nullcontext(sys.stdout.buffer) as out:
         count = with_store(
             database_url, lambda store: errors_log.export_rows(store, account, where, fmt, out)

@@ -4,8 +4,12 @@ tests are skipped, except in CI (CI=true), where that fails them."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,8 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 # Bulk calls big enough to fill a large error log quickly.
 MAX_BULK_EVENTS = 5000
+TIMEOUT_MS = 15_000
+ARRIVAL_SECONDS = 15.0
 
 
 def _unavailable(reason: str) -> None:
@@ -107,3 +113,94 @@ def signed_in(chromium: Any, page_server: Server, tenant: Account) -> Iterator[A
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS
+
+
+# --- a shop: the test's own web server, on another port (another origin) than trackway's ------
+
+
+class Shop:
+    """Pages by path, served on 127.0.0.1 by a thread; every GET is recorded."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, str] = {}
+        self.requests: list[str] = []
+        shop = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                shop.requests.append(self.path)
+                page = shop.pages.get(self.path.split("?")[0])
+                payload = (page or "not found").encode()
+                self.send_response(200 if page is not None else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def shop() -> Iterator[Shop]:
+    shop = Shop()
+    try:
+        yield shop
+    finally:
+        shop.close()
+
+
+@pytest.fixture
+def context(chromium: Any) -> Iterator[Any]:
+    """A fresh browser profile (its own cookie jar)."""
+    context = chromium.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def stored_bodies(account: Account) -> list[dict[str, Any]]:
+    """The account's stored event bodies, in the order they were stored."""
+    return [json.loads(r["body"]) for r in account.events()]
+
+
+def wait_for_events(
+    account: Account, ready: Callable[[list[dict[str, Any]]], bool]
+) -> list[dict[str, Any]]:
+    """The account's stored event bodies, once `ready` says they are all there."""
+    deadline = time.monotonic() + ARRIVAL_SECONDS
+    while True:
+        found = stored_bodies(account)
+        if ready(found):
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"events did not arrive in {ARRIVAL_SECONDS}s: {found}")
+        time.sleep(0.05)
+
+
+def count_of(*names: str, each: int = 1) -> Callable[[list[dict[str, Any]]], bool]:
+    def ready(found: list[dict[str, Any]]) -> bool:
+        return all(sum(1 for b in found if b["event"] == n) >= each for n in names)
+
+    return ready
+
+
+def browser_cookie(context: Any) -> dict[str, Any]:
+    (cookie,) = [c for c in context.cookies() if c["name"] == "_bs"]
+    return cookie

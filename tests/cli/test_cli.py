@@ -120,7 +120,12 @@ def test_accounts_list(tmp_path):
 
 
 def test_accounts_list_of_an_empty_database(tmp_path):
-    result = run_cli("accounts", "list", "--database", sqlite_url(tmp_path / "t.db"))
+    from trackway.store import open_store
+
+    # A database as `trackway serve` leaves it on first start: the schema, no account.
+    url = sqlite_url(tmp_path / "t.db")
+    open_store(url).migrate()  # type: ignore[attr-defined]
+    result = run_cli("accounts", "list", "--database", url)
     assert result.stdout.strip() == ""
 
 
@@ -167,6 +172,8 @@ def test_keys_rotate_by_account_uuid(tmp_path):
 
 
 def test_keys_rotate_of_an_unknown_account_fails(tmp_path):
+    url = sqlite_url(tmp_path / "t.db")
+    run_cli("accounts", "create", "somebody", "--database", url)
     result = run_cli(
         "keys",
         "rotate",
@@ -174,7 +181,7 @@ def test_keys_rotate_of_an_unknown_account_fails(tmp_path):
         "--kind",
         "event",
         "--database",
-        sqlite_url(tmp_path / "t.db"),
+        url,
         check=False,
     )
     assert result.returncode != 0
@@ -211,3 +218,15 @@ def test_created_account_can_send_to_a_server_on_the_same_file(server):
     assert send(server, acct.event_key) == 200
     assert send(server, acct.user_key) == 200
     assert len(acct.events()) == 2
+
+
+def test_serve_help_names_both_url_forms_and_every_settings_variable():
+    import dataclasses
+
+    from trackway.settings import Settings, env_name
+
+    text = run_cli("serve", "--help").stdout
+    assert "sqlite:///relative/path" in text and "sqlite:////absolute/path" in text
+    assert "postgresql://" in text
+    for field in dataclasses.fields(Settings):
+        assert f"env var: {env_name(field.name)}" in " ".join(text.split()), field.name

@@ -93,3 +93,21 @@ def test_metrics_are_summed_over_worker_processes(tmp_path: Path) -> None:
         assert len(pids) == 2, "one worker answered everything; the sum proves nothing"
     finally:
         server.stop()
+
+
+def test_the_server_address_leads_to_the_clickstream_page(
+    client: httpx.Client, account: Account
+) -> None:
+    for method in ("GET", "HEAD"):
+        answer = client.request(method, "/")
+        assert answer.status_code == 302, (method, answer.text)
+        assert answer.headers["location"] == "/clickstream"
+    # A browser that follows it is asked to sign in, and with the user key gets the page.
+    followed = client.get("/", follow_redirects=True)
+    assert (followed.url.path, followed.status_code) == ("/clickstream", 401)
+    assert followed.headers["www-authenticate"] == 'Basic realm="Trackway"'
+    signed_in = client.get("/", headers=basic(account.user_key), follow_redirects=True)
+    assert signed_in.status_code == 200
+    assert "Clickstream" in signed_in.text
+    # Only the root: other unknown paths stay a 404.
+    assert client.get("/nowhere").status_code == 404

@@ -229,13 +229,14 @@ def test_errors_are_counted_on_their_receipt_day_by_type(client, account):
     assert chart["events"] == {"view": [0, 1]}
 
 
-def test_default_range_is_the_last_7_days(client, account):
+def test_default_range_is_the_last_7_utc_days_including_today(client, account):
     now = now_ms()
     bulk_ok(
         client,
         account,
         [
             {"event": "view", "cookie": "k", "timestamp": (now - 6 * DAY_MS) // 1000},
+            {"event": "view", "cookie": "k", "timestamp": (now - 7 * DAY_MS) // 1000},
             {"event": "view", "cookie": "k", "timestamp": (now - 9 * DAY_MS) // 1000},
             {"event": "view", "cookie": "k"},
         ],
@@ -252,15 +253,68 @@ def test_default_range_is_the_last_7_days(client, account):
         assert ISO_MS_RE.fullmatch(document["timestamp_start"])
         end = epoch_ms(document["timestamp_end"])
         assert before <= end <= after
-        assert epoch_ms(document["timestamp_start"]) == end - 7 * DAY_MS
-        days = [
-            datetime.fromtimestamp(end / 1000, UTC).date() - timedelta(days=7 - i) for i in range(8)
-        ]
+        today = datetime.fromtimestamp(end / 1000, UTC).date()
+        days = [today - timedelta(days=6 - i) for i in range(7)]
+        # From the first millisecond of the day 6 days ago: 7 buckets, today the last.
+        assert document["timestamp_start"] == f"{days[0]:%Y-%m-%d}T00:00:00.000Z"
         chart = document["events_chart_stats"][0]
         assert chart["timelapse"] == [d.strftime("%m/%d") for d in days]
         if utc_day(now) == utc_day(end):
-            assert chart["events"] == {"view": [0, 1, 0, 0, 0, 0, 0, 1]}
-        assert chart["error"] == zero_errors(8)
+            assert chart["events"] == {"view": [1, 0, 0, 0, 0, 0, 1]}
+            assert document["stats"]["view"]["count"] == 2
+        assert chart["error"] == zero_errors(7)
+
+
+def test_days_as_bounds_count_whole_utc_days(client, account):
+    bulk_ok(
+        client,
+        account,
+        [
+            {"event": "view", "cookie": "k", "timestamp": "2026-11-30T23:59:59.999Z"},
+            {"event": "view", "cookie": "k", "timestamp": "2026-12-01T00:00:00Z"},
+            {"event": "view", "cookie": "k", "timestamp": "2026-12-02T23:59:59.999Z"},
+            {"event": "view", "cookie": "k", "timestamp": "2026-12-03T00:00:00Z"},
+        ],
+    )
+    headers = basic(account.user_key)
+    params = {"timestamp_start": "2026-12-01", "timestamp_end": "2026-12-02"}
+    by_query = client.get(SUMMARY_URL, params=params, headers=headers)
+    by_body = client.post(
+        SUMMARY_URL,
+        content=json.dumps(params).encode(),
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    for response in (by_query, by_body):
+        assert response.status_code == 200, response.text
+        document = response.json()
+        assert document["timestamp_start"] == "2026-12-01T00:00:00.000Z"
+        assert document["timestamp_end"] == "2026-12-02T23:59:59.999Z"
+        chart = document["events_chart_stats"][0]
+        assert chart["timelapse"] == ["12/01", "12/02"]
+        assert chart["events"] == {"view": [1, 1]}
+        assert document["stats"]["view"]["count"] == 2
+    # The start alone: the 7 days from it.
+    document = summary(client, account, timestamp_start="2026-12-01")
+    chart = document["events_chart_stats"][0]
+    assert chart["timelapse"] == [f"12/{d:02d}" for d in range(1, 8)]
+    assert chart["events"] == {"view": [1, 1, 1, 0, 0, 0, 0]}
+    assert document["timestamp_end"] == "2026-12-07T23:59:59.999Z"
+    # The end alone: the 7 days up to it.
+    chart = summary(client, account, timestamp_end="2026-12-02")["events_chart_stats"][0]
+    assert chart["timelapse"] == ["11/26", "11/27", "11/28", "11/29", "11/30", "12/01", "12/02"]
+    assert chart["events"] == {"view": [0, 0, 0, 0, 1, 1, 1]}
+
+
+@pytest.mark.parametrize("field", ["timestamp_start", "timestamp_end"])
+@pytest.mark.parametrize("bad", ["2026-02-30", "2026-13-01", "26-12-01"])
+def test_malformed_day_is_400_naming_the_field(client, reader, field, bad):
+    params = {"timestamp_start": "2026-01-01", "timestamp_end": "2026-01-02"}
+    params[field] = bad
+    response = client.get(SUMMARY_URL, params=params, headers=basic(reader.user_key))
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": {field: ["is not a valid ISO 8601 timestamp or day (YYYY-MM-DD)"]}
+    }
 
 
 @pytest.mark.parametrize("field", ["timestamp_start", "timestamp_end"])

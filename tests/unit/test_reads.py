@@ -96,9 +96,18 @@ def test_valid_event_name_is_returned(raw):
 NOW = ms("2024-03-10T12:34:56.789Z")
 
 
-def test_default_range_is_the_last_7_days_ending_now():
-    assert summary_range(None, None, NOW) == (NOW - 7 * DAY_MS, NOW)
-    assert summary_range("", "", NOW) == (NOW - 7 * DAY_MS, NOW)
+def test_default_range_is_the_last_7_utc_days_including_today():
+    # From the start of the day 6 days ago until now: 7 daily buckets.
+    expected = (ms("2024-03-04T00:00:00Z"), NOW)
+    assert summary_range(None, None, NOW) == expected
+    assert summary_range("", "", NOW) == expected
+    start, end = expected
+    assert len(summary_document(start, end, [], [], [])["events_chart_stats"][0]["timelapse"]) == 7
+
+
+def test_default_range_just_after_midnight_still_has_7_days():
+    midnight = ms("2024-03-10T00:00:00Z")
+    assert summary_range(None, None, midnight) == (ms("2024-03-04T00:00:00Z"), midnight)
 
 
 def test_given_range_is_kept_to_the_millisecond():
@@ -111,11 +120,63 @@ def test_offsets_are_converted_to_utc():
     assert (start, end) == (ms("2023-04-25T00:00:00Z"), ms("2023-04-26T01:00:00Z"))
 
 
-def test_one_bound_only_spans_7_days():
+def test_one_bound_only_spans_7_whole_days():
+    # The 7 days ending on the end's day, or starting on the start's day.
     end = ms("2024-01-08T00:00:00Z")
-    assert summary_range(None, "2024-01-08T00:00:00Z", NOW) == (end - 7 * DAY_MS, end)
-    start = ms("2024-01-01T00:00:00Z")
-    assert summary_range("2024-01-01T00:00:00Z", None, NOW) == (start, start + 7 * DAY_MS)
+    assert summary_range(None, "2024-01-08T00:00:00Z", NOW) == (ms("2024-01-02T00:00:00Z"), end)
+    start = ms("2024-01-01T10:00:00Z")
+    assert summary_range("2024-01-01T10:00:00Z", None, NOW) == (
+        start,
+        ms("2024-01-07T23:59:59.999Z"),
+    )
+    assert summary_range("2024-01-01", None, NOW) == (
+        ms("2024-01-01T00:00:00Z"),
+        ms("2024-01-07T23:59:59.999Z"),
+    )
+    assert summary_range(None, "2024-01-08", NOW) == (
+        ms("2024-01-02T00:00:00Z"),
+        ms("2024-01-08T23:59:59.999Z"),
+    )
+
+
+def test_days_are_whole_utc_days_and_the_end_day_is_included():
+    assert summary_range("2023-04-25", "2023-04-26", NOW) == (
+        ms("2023-04-25T00:00:00Z"),
+        ms("2023-04-26T23:59:59.999Z"),
+    )
+    # One day: one bucket.
+    start, end = summary_range("2024-02-29", "2024-02-29", NOW)
+    assert (start, end) == (ms("2024-02-29T00:00:00Z"), ms("2024-02-29T23:59:59.999Z"))
+    chart = summary_document(start, end, [], [], [])["events_chart_stats"][0]
+    assert chart["timelapse"] == ["02/29"]
+    # A day and an instant mix.
+    assert summary_range("2024-01-01", "2024-01-03T12:00:00Z", NOW) == (
+        ms("2024-01-01T00:00:00Z"),
+        ms("2024-01-03T12:00:00Z"),
+    )
+    # Surrounding blanks are forgiven, as for instants.
+    assert summary_range(" 2024-01-01 ", None, NOW)[0] == ms("2024-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("field", ["timestamp_start", "timestamp_end"])
+@pytest.mark.parametrize(
+    "bad", ["2024-02-30", "2023-13-01", "1969-12-31", "2024-1-01", "20240101x"]
+)
+def test_malformed_day_names_its_field(field, bad):
+    args = {"timestamp_start": "2024-01-01", "timestamp_end": "2024-01-02"}
+    args[field] = bad
+    error = rejected(summary_range, args["timestamp_start"], args["timestamp_end"], NOW)
+    assert error.status == 400
+    assert error.errors == {field: ["is not a valid ISO 8601 timestamp or day (YYYY-MM-DD)"]}
+
+
+def test_days_at_most_366():
+    assert summary_range("2023-01-01", "2024-01-01", NOW) == (
+        ms("2023-01-01T00:00:00Z"),
+        ms("2024-01-01T23:59:59.999Z"),
+    )
+    error = rejected(summary_range, "2023-01-01", "2024-01-02", NOW)
+    assert list(error.errors) == ["timestamp_end"]
 
 
 @pytest.mark.parametrize("field", ["timestamp_start", "timestamp_end"])

@@ -21,6 +21,10 @@ class StoreUnavailable(TrackwayError):
     """The store cannot take or answer requests right now (locked, read-only, full, down)."""
 
 
+class DatabaseMissing(TrackwayError):
+    """No Trackway database where the URL points (a command that must not create one)."""
+
+
 class NotFound(TrackwayError):
     def __init__(self, what: str) -> None:
         super().__init__(what)

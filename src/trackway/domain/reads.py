@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from trackway.domain.errors import InvalidRequest
@@ -17,6 +18,9 @@ TIMELINE_DEFAULT = 1000
 TIMELINE_MAX = 10_000
 # Epoch ms bounds for an open timeline range.
 _EARLIEST, _LATEST = 0, 253402300799999
+_EPOCH_DAY = date(1970, 1, 1)
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+BAD_BOUND = "is not a valid ISO 8601 timestamp or day (YYYY-MM-DD)"
 
 
 def parse_limit(raw: Any, *, default: int, maximum: int, field: str = "limit") -> int:
@@ -51,14 +55,36 @@ def timeline_range(start_raw: Any, end_raw: Any) -> tuple[int, int]:
     return start, end
 
 
+def parse_summary_bound(raw: Any, field: str, *, end: bool) -> int | None:
+    """Epoch ms of a summary bound: an ISO 8601 instant, or a day `YYYY-MM-DD` meaning its first
+    millisecond (start) or its last (end), so that a day given as the end is counted whole."""
+    if isinstance(raw, str) and _DAY_RE.fullmatch(raw.strip()):
+        try:
+            day = date.fromisoformat(raw.strip())
+        except ValueError:
+            day = None
+        if day is None or day.year < 1970:
+            raise InvalidRequest({field: [BAD_BOUND]})
+        first = _day_start_ms(day)
+        return first + DAY_MS - 1 if end else first
+    try:
+        return parse_instant(raw, field)
+    except InvalidRequest:
+        raise InvalidRequest({field: [BAD_BOUND]}) from None
+
+
 def summary_range(start_raw: Any, end_raw: Any, now_ms: int) -> tuple[int, int]:
-    """[start, end] in epoch ms: the last 7 days ending now by default."""
-    start = parse_instant(start_raw, "timestamp_start")
-    end = parse_instant(end_raw, "timestamp_end")
-    if end is None:
-        end = now_ms if start is None else min(start + SUMMARY_DEFAULT_DAYS * DAY_MS, _LATEST)
+    """[start, end] in epoch ms. By default the last 7 UTC days including today: from the start
+    of the day 6 days ago until now, one bucket a day; with one bound only, the 7 days that
+    begin (or end) on that bound's day."""
+    start = parse_summary_bound(start_raw, "timestamp_start", end=False)
+    end = parse_summary_bound(end_raw, "timestamp_end", end=True)
     if start is None:
-        start = end - SUMMARY_DEFAULT_DAYS * DAY_MS
+        end = now_ms if end is None else end
+        # Near 1970 this starts before it: still 7 days, the first ones empty.
+        start = _day_start_ms_of(end) - (SUMMARY_DEFAULT_DAYS - 1) * DAY_MS
+    elif end is None:
+        end = min(_day_start_ms_of(start) + SUMMARY_DEFAULT_DAYS * DAY_MS - 1, _LATEST)
     if end < start:
         raise InvalidRequest({"timestamp_end": ["must not be before timestamp_start"]})
     if end - start > SUMMARY_MAX_DAYS * DAY_MS:
@@ -66,6 +92,14 @@ def summary_range(start_raw: Any, end_raw: Any, now_ms: int) -> tuple[int, int]:
             {"timestamp_end": [f"must be at most {SUMMARY_MAX_DAYS} days after timestamp_start"]}
         )
     return start, end
+
+
+def _day_start_ms(day: date) -> int:
+    return (day - _EPOCH_DAY).days * DAY_MS
+
+
+def _day_start_ms_of(ms: int) -> int:
+    return ms - ms % DAY_MS
 
 
 def history_name(raw: Any) -> str:

@@ -22,6 +22,8 @@ KNOWN_ROUTES = frozenset(
         "/api/v1/bulkevents",
         "/unity.gif",
         "/trackway.js",
+        "/blueshift.js",
+        "/",
         "/api/v1/customers",
         "/api/v1/customer_search/show_events",
         "/api/v1/event/history",

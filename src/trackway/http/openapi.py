@@ -106,6 +106,22 @@ _RANGE = [
     ),
     _query("timestamp_end", _string(format="date-time"), "ISO 8601 instant; end of the range."),
 ]
+# summary.json's bounds may also be days: the whole UTC day, the end day included.
+_SUMMARY_BOUND = {"anyOf": [_string(format="date-time"), _string(format="date")]}
+_SUMMARY_RANGE = [
+    _query(
+        "timestamp_start",
+        _SUMMARY_BOUND,
+        "ISO 8601 instant, or a day YYYY-MM-DD (from its first millisecond, UTC); start of the "
+        "range (inclusive).",
+    ),
+    _query(
+        "timestamp_end",
+        _SUMMARY_BOUND,
+        "ISO 8601 instant, or a day YYYY-MM-DD (to its last millisecond, UTC: the day is "
+        "counted whole); end of the range (inclusive).",
+    ),
+]
 
 
 def _history_parameters(required: bool) -> list[dict[str, Any]]:
@@ -469,10 +485,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
         "event_name": _string(minLength=1, maxLength=64),
         "limit": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX},
     }
-    range_body = {
-        "timestamp_start": _string(format="date-time"),
-        "timestamp_end": _string(format="date-time"),
-    }
+    range_body = {"timestamp_start": _SUMMARY_BOUND, "timestamp_end": _SUMMARY_BOUND}
     return {
         "/api/v1/event": {
             "post": {
@@ -663,17 +676,20 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "operationId": "eventSummary",
                 "summary": "Events and errors per UTC day",
                 "description": (
-                    f"Default range: the last 7 days; at most {SUMMARY_MAX_DAYS} days."
+                    "One bucket per UTC day from the start's day to the end's day. Default "
+                    "range: the last 7 UTC days including today (from the start of the day 6 "
+                    "days ago until now); with one bound only, the 7 days that begin or end on "
+                    f"its day. At most {SUMMARY_MAX_DAYS} days."
                 ),
                 "tags": ["events"],
-                "parameters": _RANGE,
+                "parameters": _SUMMARY_RANGE,
                 "responses": {**summary, **read_common},
             },
             "post": {
                 "operationId": "eventSummaryPost",
                 "summary": "Events and errors per UTC day (parameters in a JSON body)",
                 "tags": ["events"],
-                "parameters": _RANGE,
+                "parameters": _SUMMARY_RANGE,
                 "requestBody": _json_body(
                     {"type": "object", "properties": range_body},
                     "timestamp_start and timestamp_end.",
@@ -730,6 +746,34 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "security": [],
                 "responses": {
                     "200": _answer("The script.", _string(), media_type="application/javascript")
+                },
+            }
+        },
+        "/blueshift.js": {
+            "get": {
+                "operationId": "blueshiftScript",
+                "summary": "The pixel script for pages that carry Blueshift's web snippet",
+                "tags": ["web"],
+                "security": [],
+                "responses": {
+                    "200": _answer("The script.", _string(), media_type="application/javascript")
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "home",
+                "summary": "The way to the clickstream page",
+                "tags": ["web"],
+                "security": [],
+                "responses": {
+                    "302": {
+                        "description": "To /clickstream.",
+                        "headers": {
+                            "Location": {"schema": _string(), "description": "/clickstream"},
+                            "X-Request-Id": _REQUEST_ID,
+                        },
+                    }
                 },
             }
         },

@@ -155,8 +155,10 @@ class TrackwayHttpToolsProtocol(HttpToolsProtocol):
         if phase == _BODY:
             # The client may pause this long between two reads of a body.
             self._arm(_BODY, self._body_timeout)
-        elif phase == _HEADERS and self.scope is not None and (
-            self._timer is None or self._timer_for != _HEADERS
+        elif (
+            phase == _HEADERS
+            and self.scope is not None
+            and (self._timer is None or self._timer_for != _HEADERS)
         ):
             # Some of a request's headers came: they must all be in within the timeout.
             self._arm(_HEADERS, self._header_timeout)

@@ -25,6 +25,7 @@
   var MAX_SERIES = 9;
   var MAX_STREAM_ROWS = 500;
   var ERROR_PAGE = 200;
+  var BADGE_SECONDS = 5;
   var SVG_NS = "http://www.w3.org/2000/svg";
 
   // -- small helpers ------------------------------------------------------------------------
@@ -230,14 +231,19 @@
     };
   }
 
+  // One chip per identifier: retailer_customer_id is customer_id's other name (the stored
+  // event carries both), and email_hash says nothing more than the email.
   function identifierChips(doc) {
     var chips = [];
+    var shown = {};
     IDENTIFIERS.forEach(function (name) {
       var value = doc[name];
       if (value === null || value === undefined || value === "") return;
       if (name === "email_hash" && doc.email) return;
       var label = name === "retailer_customer_id" ? "customer_id" : name;
-      chips.push(el("span", { className: "chip", title: label + ": " + display(value) }, [
+      if (shown[label]) return;
+      shown[label] = true;
+      chips.push(el("span", { className: "chip", "data-identifier": label, title: label + ": " + display(value) }, [
         el("span", { className: "k", text: label }),
         el("span", { className: "v", text: display(value) })
       ]));
@@ -269,10 +275,22 @@
     return el("div", { className: "attrs", title: plain.join("\n") }, parts);
   }
 
+  // The details of a row: when the event happened and when it was received, then its JSON.
+  function eventDetail(doc) {
+    var facts = [["Timestamp", doc.timestamp], ["Received", doc._bsft_ts], ["Event uuid", doc.event_uuid],
+      ["Customer", doc.user_uuid]];
+    var grid = el("dl", { className: "detail-grid" }, [].concat.apply([], facts.map(function (fact) {
+      return fact[1] ? [el("dt", { text: fact[0] }), el("dd", { "data-fact": fact[0].toLowerCase(), text: display(fact[1]) })] : [];
+    })));
+    return el("div", null, [grid, el("pre", { className: "json", text: JSON.stringify(doc, null, 2) })]);
+  }
+
   function addStreamRow(doc, id, fresh) {
-    var time = splitTime(doc._bsft_ts || doc.timestamp);
+    // The event's own time (an imported or a late event shows when it happened); the time it
+    // was received on hover and in the details.
+    var time = splitTime(doc.timestamp || doc._bsft_ts);
     var row = el("tr", { className: "row" + (fresh ? " fresh" : ""), "data-id": id || null }, [
-      el("td", { className: "time", title: "received " + (doc._bsft_ts || "") + "\ntimestamp " + (doc.timestamp || "") }, [
+      el("td", { className: "time", title: "received " + (doc._bsft_ts || "") }, [
         el("span", { className: "date", text: time[0] + " " }), time[1]
       ]),
       el("td", { className: "event" }, eventPill(doc.event)),
@@ -284,8 +302,7 @@
       var open = group.querySelector("tr.detail");
       if (open) { group.removeChild(open); row.classList.remove("open"); return; }
       row.classList.add("open");
-      group.appendChild(el("tr", { className: "detail" }, el("td", { colspan: 4 },
-        el("pre", { className: "json", text: JSON.stringify(doc, null, 2) }))));
+      group.appendChild(el("tr", { className: "detail" }, el("td", { colspan: 4 }, eventDetail(doc))));
     });
     var table = $("stream-table");
     var first = table.tBodies[0];
@@ -374,9 +391,10 @@
     });
   }
 
+  // Whole UTC days, the last one included: summary.json takes days as they are.
   function summaryUrl(from, to) {
-    return "/api/v1/event/summary.json?timestamp_start=" + encodeURIComponent(from + "T00:00:00.000Z") +
-      "&timestamp_end=" + encodeURIComponent(to + "T23:59:59.999Z");
+    return "/api/v1/event/summary.json?timestamp_start=" + encodeURIComponent(from) +
+      "&timestamp_end=" + encodeURIComponent(to);
   }
 
   function loadCounts() {
@@ -684,12 +702,25 @@
   }
 
   function refreshBadge() {
-    api("/api/v1/errors?status=pending&limit=1").then(function (doc) {
+    return api("/api/v1/errors?status=pending&limit=1").then(function (doc) {
       var badge = $("pending-badge");
       badge.hidden = !doc.total;
       badge.textContent = doc.total_capped ? number(doc.total) + "+" : number(doc.total);
       badge.title = number(doc.total) + " pending errors";
     }).catch(function () {});
+  }
+
+  // The badge follows new errors while the page is in view (one small count a few seconds).
+  function watchBadge() {
+    var busy = false;
+    setInterval(function () {
+      if (busy || document.visibilityState === "hidden") return;
+      busy = true;
+      refreshBadge().then(function () { busy = false; });
+    }, BADGE_SECONDS * 1000);
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "visible") refreshBadge();
+    });
   }
 
   function showReplay(doc) {
@@ -784,6 +815,7 @@
     window.addEventListener("hashchange", route);
     route();
     refreshBadge();
+    watchBadge();
     // Names for the stream's filter, from the last 30 days.
     var to = utcDay(new Date());
     api(summaryUrl(addDays(to, -29), to)).then(function (doc) {
