@@ -95,11 +95,18 @@ def identity_writes(plan: AccountPlan, json_value: Callable[[Any], Any]) -> Iden
     return writes
 
 
+def attribute_types_of(event: AcceptedEvent) -> list[tuple[str, str]]:
+    """(name, type) of the event's custom attributes: as validation typed them, or now."""
+    if event.attribute_types is not None:
+        return event.attribute_types
+    return custom_attribute_types(event.body)
+
+
 def lookups_needed(events: Sequence[AcceptedEvent]) -> LookupsNeeded:
     names: set[str] = set()
     pairs: set[tuple[str, str]] = set()
     for event in events:
-        names.update(name for name, _ in custom_attribute_types(event.body))
+        names.update(name for name, _ in attribute_types_of(event))
         pairs.update(identifiers_of(event))
     return LookupsNeeded(
         event_uuids=sorted({e.event_uuid for e in events}),
@@ -138,7 +145,7 @@ def plan_account(
 def _check_types(
     event: AcceptedEvent, types: dict[str, str], new: list[tuple[str, str]]
 ) -> EventRejected | None:
-    pairs = custom_attribute_types(event.body)
+    pairs = attribute_types_of(event)
     for name, kind in pairs:
         fixed = types.get(name)
         if fixed is not None and fixed != kind:

@@ -23,8 +23,18 @@ def now_ms() -> int:
 
 def format_ms(ms: int) -> str:
     """Epoch milliseconds → '2021-06-24T04:53:54.123Z'."""
-    seconds, millis = divmod(ms, 1000)
-    return f"{_format_second(seconds)}.{millis:03d}Z"
+    global _last
+    seconds = ms // 1000
+    last = _last
+    if last[0] != seconds:
+        # Receipt times repeat the same second thousands of times under load: the text of
+        # the last one is kept, as one tuple (threads never see half an update).
+        last = _last = (seconds, _format_second(seconds))
+    return last[1] + _MILLIS[ms - seconds * 1000]
+
+
+_MILLIS = [f".{n:03d}Z" for n in range(1000)]
+_last: tuple[int, str] = (-1, "")
 
 
 @lru_cache(maxsize=1024)
