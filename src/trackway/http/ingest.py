@@ -54,6 +54,7 @@ Headers = list[tuple[bytes, bytes]]
 
 _JSON = (b"content-type", b"application/json")
 _OK_PAYLOAD = json_body({"status": "OK"})
+_NO_HEADERS: Headers = []
 _PIXEL_HEADERS: Headers = [
     (b"content-type", b"image/gif"),
     (b"cache-control", b"no-cache, no-store, must-revalidate, private, max-age=0"),
@@ -134,8 +135,6 @@ class IngestEndpoints:
             self.json_routes[path] = (path, handler)
             self.json_routes[path + "/"] = (path, handler)
         self._ok_headers: Headers = [_JSON, (b"content-length", str(len(_OK_PAYLOAD)).encode())]
-        # The metric series of the commonest answers, looked up once.
-        self._counted: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -174,11 +173,7 @@ class IngestEndpoints:
         self, scope: dict[str, Any], route: str, status: int, request_id: bytes, started: float
     ) -> None:
         method = scope["method"]
-        counter = self._counted.get((route, method, status))
-        if counter is None:
-            counter = metrics.request_counter(route, method, status)
-            self._counted[(route, method, status)] = counter
-        counter.inc()
+        metrics.REQUEST_TALLY.add(route, method, status)
         if self.log_requests:
             access_log.info(
                 "%s %s %d",
@@ -252,7 +247,11 @@ class IngestEndpoints:
                     return
             elif len(body) > limit:
                 raise RequestTooLarge(limit)
-            status, payload, extra = await handler(credential, body)
+            if route is EVENT_PATH:  # the commonest request, without a handler call
+                await self.trackway.ingest_event(credential.account, body)
+                status, payload, extra = 200, _OK_PAYLOAD, _NO_HEADERS
+            else:
+                status, payload, extra = await handler(credential, body)
         except (TrackwayError, MethodNotAllowed, RequestTooLarge) as exc:
             status, payload, extra = self.error_headers(exc)
         except Exception:

@@ -59,13 +59,12 @@ class RequestIds:
     prefix and a counter."""
 
     def __init__(self) -> None:
-        self._ids = itertools.count(1)
-        self._prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+        self._reset()
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
         self._ids = itertools.count(1)
-        self._prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+        self._prefix = f"{os.getpid():x}-{int(time.time()):x}-".encode()
 
     def take(self, given: bytes | None) -> bytes:
         if (
@@ -75,7 +74,7 @@ class RequestIds:
             and given.decode("ascii").isprintable()
         ):
             return bytes(given)
-        return (self._prefix + format(next(self._ids), "x")).encode()
+        return self._prefix + b"%x" % next(self._ids)
 
 
 REQUEST_IDS = RequestIds()
