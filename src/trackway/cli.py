@@ -363,7 +363,7 @@ def accounts_verification(account: str, enable: bool, database_url: str) -> None
 
 @main.group()
 def keys() -> None:
-    """Rotate API keys."""
+    """Rotate and revoke API keys."""
 
 
 @keys.command("rotate")
@@ -393,6 +393,24 @@ def keys_rotate(account: str, kind: str, database_url: str, as_json: bool, grace
         click.echo(json.dumps({"account_uuid": account_uuid, f"{kind}_api_key": key}))
     else:
         click.echo(f"new {kind} API key of {account}: {key}")
+
+
+@keys.command("revoke")
+@click.argument("account")
+@click.argument("key")
+@database_option
+def keys_revoke(account: str, key: str, database_url: str) -> None:
+    """KEY of ACCOUNT (name or uuid) stops working now, also one still in a grace period (and
+    within 5 s more in running servers, whose credential cache lasts that long). Revoking the
+    current key leaves the account without a key of that kind until `keys rotate`."""
+
+    async def revoke(store: Store) -> str | None:
+        return await store.revoke_key(await store.find_account(account), hash_key(key))
+
+    kind = with_store(database_url, revoke)
+    if kind is None:
+        raise click.ClickException(f"{account} has no valid key like that (revoked already?)")
+    click.echo(f"{kind} API key of {account} revoked")
 
 
 @main.group()

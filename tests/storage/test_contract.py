@@ -489,3 +489,50 @@ def test_rotated_key_keeps_working_for_its_grace_period(store_run: Any) -> None:
         assert await store.credential(hash_key("graceful-e")) is None
 
     store_run(work)
+
+
+def test_rotation_without_grace_cuts_keys_still_in_an_earlier_grace_period(
+    store_run: Any,
+) -> None:
+    async def work(store: Store) -> None:
+        account, other = await new_account(store, "leaky"), await new_account(store)
+        await store.replace_key(account, "event", hash_key("e2"), grace_ms=3_600_000)
+        await store.replace_key(account, "event", hash_key("e3"), grace_ms=3_600_000)
+        for key in ("leaky-e", "e2", "e3", "leaky-u"):
+            assert await store.credential(hash_key(key)) is not None, key
+        await store.replace_key(account, "event", hash_key("e4"), grace_ms=0)
+        for key in ("leaky-e", "e2", "e3"):
+            assert await store.credential(hash_key(key)) is None, key
+        assert await store.credential(hash_key("e4")) is not None
+        assert await store.credential(hash_key("leaky-u")) is not None  # the other kind stays
+        assert await store.credential(hash_key(other.name + "-e")) is not None
+
+        # A shorter grace bounds a longer one; a longer grace never lengthens a shorter one.
+        await store.replace_key(account, "user", hash_key("u2"), grace_ms=3_600_000)
+        await store.replace_key(account, "user", hash_key("u3"), grace_ms=1)
+        await asyncio.sleep(0.01)
+        assert await store.credential(hash_key("leaky-u")) is None
+        assert await store.credential(hash_key("u2")) is None
+        await store.replace_key(account, "user", hash_key("u4"), grace_ms=3_600_000)
+        assert await store.credential(hash_key("u3")) is not None
+        await store.replace_key(account, "user", hash_key("u5"), grace_ms=0)
+        assert await store.credential(hash_key("u3")) is None
+
+    store_run(work)
+
+
+def test_revoke_key_cuts_one_named_key(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account, other = await new_account(store, "revoking"), await new_account(store)
+        await store.replace_key(account, "event", hash_key("e2"), grace_ms=3_600_000)
+        assert await store.revoke_key(other, hash_key("revoking-e")) is None  # not its key
+        assert await store.credential(hash_key("revoking-e")) is not None
+        assert await store.revoke_key(account, hash_key("revoking-e")) == "event"
+        assert await store.credential(hash_key("revoking-e")) is None
+        assert await store.credential(hash_key("e2")) is not None
+        assert await store.revoke_key(account, hash_key("revoking-e")) is None  # already
+        assert await store.revoke_key(account, hash_key("revoking-u")) == "user"  # the current
+        assert await store.credential(hash_key("revoking-u")) is None
+        assert await store.revoke_key(account, hash_key("no-such-key")) is None
+
+    store_run(work)

@@ -156,7 +156,12 @@ class Store(Protocol):
     async def replace_key(
         self, account: Account, kind: str, key_hash: str, grace_ms: int = 0
     ) -> None:
-        """A new current key of `kind`; the current one keeps working `grace_ms` more."""
+        """A new current key of `kind`; every key of that kind still valid (the current one,
+        and any still in an earlier grace period) keeps working at most `grace_ms` more."""
+
+    async def revoke_key(self, account: Account, key_hash: str) -> str | None:
+        """The account's key with this hash stops working now; its kind, or None when the
+        account has no such key still valid."""
 
     async def set_verification_secret(self, account: Account, secret: str | None) -> None: ...
 

@@ -171,7 +171,15 @@ INSERT INTO accounts (uuid, name, created_ms) VALUES (%s, %s, %s) RETURNING id
 INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (%s, %s, %s, %s)
 
 -- name: expire_keys
-UPDATE api_keys SET expires_ms = %s WHERE account_id = %s AND kind = %s AND expires_ms IS NULL
+-- Every key of the kind still valid past the new bound is cut to it, also one still in an
+-- earlier grace period: a rotation with grace 0 revokes them all.
+UPDATE api_keys SET expires_ms = %s
+WHERE account_id = %s AND kind = %s AND (expires_ms IS NULL OR expires_ms > %s)
+
+-- name: revoke_key
+UPDATE api_keys SET expires_ms = %s
+WHERE account_id = %s AND key_hash = %s AND (expires_ms IS NULL OR expires_ms > %s)
+RETURNING kind
 
 -- name: list_accounts
 SELECT id, uuid, name, created_ms, verification_secret FROM accounts ORDER BY id

@@ -643,10 +643,20 @@ class PostgresStore:
         now = now_ms()
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind))
+            await conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind, now + grace_ms))
             await conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
 
         await self._transaction(work)
+
+    async def revoke_key(self, account: Account, key_hash: str) -> str | None:
+        now = now_ms()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> str | None:
+            cursor = await conn.execute(Q["revoke_key"], (now, account.id, key_hash, now))
+            row = await cursor.fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._transaction(work)
 
     async def set_verification_secret(self, account: Account, secret: str | None) -> None:
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -26,7 +26,15 @@ INSERT INTO accounts (uuid, name, created_ms) VALUES (?, ?, ?)
 INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (?, ?, ?, ?)
 
 -- name: expire_keys
-UPDATE api_keys SET expires_ms = ? WHERE account_id = ? AND kind = ? AND expires_ms IS NULL
+-- Every key of the kind still valid past the new bound is cut to it, also one still in an
+-- earlier grace period: a rotation with grace 0 revokes them all.
+UPDATE api_keys SET expires_ms = ?
+WHERE account_id = ? AND kind = ? AND (expires_ms IS NULL OR expires_ms > ?)
+
+-- name: revoke_key
+UPDATE api_keys SET expires_ms = ?
+WHERE account_id = ? AND key_hash = ? AND (expires_ms IS NULL OR expires_ms > ?)
+RETURNING kind
 
 -- name: list_accounts
 SELECT id, uuid, name, created_ms, verification_secret FROM accounts ORDER BY id

@@ -226,10 +226,19 @@ class SQLiteStore:
         now = now_ms()
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind))
+            conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind, now + grace_ms))
             conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
 
         await self._write(write)
+
+    async def revoke_key(self, account: Account, key_hash: str) -> str | None:
+        now = now_ms()
+
+        def write(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(Q["revoke_key"], (now, account.id, key_hash, now)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._write(write)
 
     async def set_verification_secret(self, account: Account, secret: str | None) -> None:
         await self._write(
