@@ -24,6 +24,7 @@ from trackway.domain.errors import EventRejected, InvalidRequest
 from trackway.domain.events import (
     ERROR_TYPES,
     MAX_AHEAD_MS,
+    MAX_EVENT_ATTRIBUTES,
     AcceptedEvent,
     parse_json_object,
     validate_event,
@@ -245,7 +246,10 @@ def replay_bodies(raw: bytes) -> list[dict[str, Any]]:
 
 
 def replay_events(
-    account: Account, row: LoggedError, max_ahead_ms: int | None = MAX_AHEAD_MS
+    account: Account,
+    row: LoggedError,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> list[AcceptedEvent]:
     """The row's payload through today's rules, received when it first was (so a timestamp
     too far in the future then still is)."""
@@ -258,7 +262,11 @@ def replay_events(
         try:
             accepted.append(
                 validate_event(
-                    body, row.received_ms, account.verification_secret, max_ahead_ms=max_ahead_ms
+                    body,
+                    row.received_ms,
+                    account.verification_secret,
+                    max_ahead_ms=max_ahead_ms,
+                    max_attributes=max_attributes,
                 )
             )
         except EventRejected as rejected:
@@ -300,10 +308,16 @@ class ReplayOutcome:
 
 
 class ErrorLog:
-    def __init__(self, store: Store, max_ahead_ms: int | None = MAX_AHEAD_MS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_ahead_ms: int | None = MAX_AHEAD_MS,
+        max_attributes: int = MAX_EVENT_ATTRIBUTES,
+    ) -> None:
         self.store = store
-        # Replays pass today's rules, this bound of future timestamps among them.
+        # Replays pass today's rules, these bounds among them.
         self.max_ahead_ms = max_ahead_ms
+        self.max_attributes = max_attributes
 
     async def page(
         self,
@@ -391,7 +405,7 @@ class ErrorLog:
                 outcome.skipped.append(row.id)
                 continue
             try:
-                accepted = replay_events(account, row, self.max_ahead_ms)
+                accepted = replay_events(account, row, self.max_ahead_ms, self.max_attributes)
             except EventRejected as rejected:
                 failed[row.id] = rejected
                 continue
@@ -440,9 +454,11 @@ async def replay_rows(
     ids: Sequence[int] | None,
     where: ErrorFilter | None,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> ReplayOutcome:
     account = await store.find_account(account_ref)
-    return await ErrorLog(store, max_ahead_ms).replay(account, ids=ids, where=where)
+    log = ErrorLog(store, max_ahead_ms, max_attributes)
+    return await log.replay(account, ids=ids, where=where)
 
 
 def list_line(row: LoggedError) -> str:

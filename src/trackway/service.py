@@ -74,6 +74,7 @@ class Trackway:
         # Each worker process holds its share of the limit: no shared state on the hot path.
         self._ingest_rate = TokenBuckets(limit / settings.workers) if limit > 0 else None
         self.max_ahead_ms = settings.max_ahead_ms
+        self.max_attributes = settings.max_event_attributes
 
     def check_ingest_rate(self, account: Account, events: int) -> None:
         if self._ingest_rate is not None:
@@ -115,7 +116,11 @@ class Trackway:
         received = now_ms()
         try:
             event = decode_event_body(
-                raw, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                raw,
+                received,
+                account.verification_secret,
+                max_ahead_ms=self.max_ahead_ms,
+                max_attributes=self.max_attributes,
             )
         except EventRejected as rejected:
             await self.log_rejections(
@@ -138,7 +143,11 @@ class Trackway:
             return
         try:
             event = validate_event(
-                body, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                body,
+                received,
+                account.verification_secret,
+                max_ahead_ms=self.max_ahead_ms,
+                max_attributes=self.max_attributes,
             )
         except EventRejected as rejected:
             await self.log_rejections(
@@ -179,7 +188,11 @@ class Trackway:
                     raise EventRejected("parsing_error", {"body": [NOT_AN_OBJECT]})
                 accepted.append(
                     validate_event(
-                        item, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                        item,
+                        received,
+                        account.verification_secret,
+                        max_ahead_ms=self.max_ahead_ms,
+                        max_attributes=self.max_attributes,
                     )
                 )
                 positions.append(index)

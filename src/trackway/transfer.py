@@ -31,9 +31,11 @@ from typing import IO, Any
 
 import msgspec
 
+from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
 from trackway.domain.errors import AccountNotFound, EventRejected, StoreUnavailable
 from trackway.domain.events import (
     MAX_AHEAD_MS,
+    MAX_EVENT_ATTRIBUTES,
     AcceptedEvent,
     parse_json_object,
     validate_event,
@@ -148,6 +150,7 @@ def prepare_batch(
     uuids: EventUuids,
     verification_secret: str | None,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> PreparedBatch:
     """Decode and validate each (line number, line) under the API's rules; blank lines are
     skipped. History is received now: a timestamp more than `max_ahead_ms` after the import
@@ -177,6 +180,7 @@ def prepare_batch(
                     verification_secret,
                     correct_clock_skew=False,
                     max_ahead_ms=max_ahead_ms,
+                    max_attributes=max_attributes,
                 )
             )
             event_lines.append(number)
@@ -257,6 +261,7 @@ async def import_lines(
     rejected_file: RejectedFile | None = None,
     on_progress: Any = None,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> ImportSummary:
     """Import numbered lines into the account; return the counts. Each batch is read and
     validated on a thread while the store commits the ones before it."""
@@ -267,7 +272,7 @@ async def import_lines(
 
     def next_batch() -> PreparedBatch | None:
         chunk = list(itertools.islice(lines, batch_size))
-        return prepare_batch(chunk, uuids, secret, max_ahead_ms) if chunk else None
+        return prepare_batch(chunk, uuids, secret, max_ahead_ms, max_attributes) if chunk else None
 
     def settle(batch: PreparedBatch, result: IngestResult) -> None:
         summary.lines += batch.lines
@@ -319,6 +324,8 @@ def run_import(
     batch_size: int,
     as_json: bool,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
+    max_attribute_names: int = MAX_ATTRIBUTE_NAMES,
 ) -> int:
     """`trackway import`: the exit status (EXIT_OK, EXIT_REJECTED); raises UsageError or
     StoreUnavailable."""
@@ -351,10 +358,11 @@ def run_import(
                 rejected_file=rejected_file,
                 on_progress=progress.update,
                 max_ahead_ms=max_ahead_ms,
+                max_attributes=max_attributes,
             )
 
     try:
-        summary = _with_store(database_url, work)
+        summary = _with_store(database_url, work, max_attribute_names)
     finally:
         progress.close()
         wrote = rejected_file.close()
@@ -495,9 +503,11 @@ def run_export(
     return _with_store(database_url, work)
 
 
-def _with_store(database_url: str, work: Any) -> Any:
+def _with_store(
+    database_url: str, work: Any, max_attribute_names: int = MAX_ATTRIBUTE_NAMES
+) -> Any:
     async def run() -> Any:
-        store = open_store(database_url)
+        store = open_store(database_url, max_attribute_names=max_attribute_names)
         await store.open()
         try:
             return await work(store)

@@ -157,6 +157,57 @@ def test_attribute_type_is_fixed_by_first_use(store_run: Any) -> None:
     store_run(work)
 
 
+def test_an_account_fixes_at_most_its_bound_of_attribute_names(store_url: str) -> None:
+    """--max-attribute-names: an event whose new names would take its account past the bound
+    is refused (invalid_event_attributes, logged and counted); known names always pass; each
+    account has its own bound; a reset name frees its place."""
+
+    async def work(store: Store) -> None:
+        account, other = await new_account(store), await new_account(store)
+        assert (await store.ingest(account, [event(a=1, b="x")])).rejected == []
+        # One batch: the first event takes the room that is left, the next two are refused,
+        # the last carries only known names.
+        result = await store.ingest(
+            account,
+            [event(c=1, d=2), event(e=1), event(a=2, f=1, g=2), event(a=3, b="y", c=4)],
+        )
+        assert (result.stored, [i for i, _ in result.rejected]) == (2, [1, 2])
+        refused = result.rejected[0][1]
+        assert refused.error_type == "invalid_event_attributes"
+        assert refused.errors == {
+            "attributes": [
+                "would add 1 new attribute name to the 4 the account has (maximum is 4 per account)"
+            ]
+        }
+        assert result.rejected[1][1].errors["attributes"] == [
+            "would add 2 new attribute names to the 4 the account has (maximum is 4 per account)"
+        ]
+        assert sorted(a.name for a in await store.attribute_types(account)) == list("abcd")
+        logged = await store.error_log(account)
+        assert [e["error_type"] for e in logged] == ["invalid_event_attributes"] * 2
+        counts = await store.daily_error_counts(account, "1970-01-01", "9999-12-31")
+        assert [(t, n) for _, t, n in counts] == [("invalid_event_attributes", 2)]
+        # A type mismatch is still named as such, bound or not.
+        mismatch = await store.ingest(account, [event(a="text")])
+        assert mismatch.rejected[0][1].error_type == "es_index_error"
+        # Fields Trackway types by rule are no custom names.
+        assert (await store.ingest(account, [event(user_agent="x", url="/")])).rejected == []
+        # Another account has its own room.
+        assert (await store.ingest(other, [event(e=1, f=2, g=3, h=4)])).rejected == []
+        await store.reset_attribute_type(account, "d")
+        assert (await store.ingest(account, [event(e=1)])).rejected == []
+
+    async def opened() -> None:
+        store = open_store(store_url, max_attribute_names=4)
+        await store.open()
+        try:
+            await work(store)
+        finally:
+            await store.close()
+
+    run(opened())
+
+
 def test_attribute_types_are_listed_and_reset(store_run: Any) -> None:
     async def work(store: Store) -> None:
         account, other = await new_account(store), await new_account(store)

@@ -174,7 +174,10 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "items": {
                 "type": "object",
                 "required": ["id", "subscribed"],
-                "properties": {"id": _string(minLength=1), "subscribed": {"type": "boolean"}},
+                "properties": {
+                    "id": _string(minLength=1, maxLength=255),
+                    "subscribed": {"type": "boolean"},
+                },
             },
         },
     }
@@ -221,10 +224,15 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "device_id, cookie) are required. The fields Trackway reads or fills are typed "
                 "by its rules (these, and what a read adds: account_uuid, user_uuid, "
                 "timestamp_epoch, …); every other key is a custom attribute, kept as sent (the "
-                "first type seen for a name is fixed for the account: /api/v1/attributes)."
+                "first type seen for a name is fixed for the account: /api/v1/attributes). "
+                f"At most {settings.max_event_attributes} fields in all "
+                "(--max-event-attributes); an event whose new custom names would take its "
+                f"account past {settings.max_attribute_names} names (--max-attribute-names) is "
+                "refused: 400, invalid_event_attributes."
             ),
             "required": ["event"],
             "properties": event_properties,
+            "maxProperties": settings.max_event_attributes,
             "additionalProperties": True,
         },
         "Bulk": {

@@ -167,7 +167,7 @@ async def replay(request: Request) -> Response:
     params = await parameters(request)
     ids = replay_ids(params.get("ids"))
     trackway = trackway_of(request)
-    log = ErrorLog(trackway.store, trackway.max_ahead_ms)
+    log = ErrorLog(trackway.store, trackway.max_ahead_ms, trackway.max_attributes)
     if ids is not None:
         outcome = await log.replay(account, ids=ids)
     elif params.get("type") or params.get("day") or params.get("all") is True:

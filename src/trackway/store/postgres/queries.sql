@@ -70,6 +70,9 @@ UNION ALL
 SELECT 'i', f.kind, f.value, f.customer_uuid, l.*
 FROM found AS f LEFT JOIN locked AS l ON l.uuid = f.customer_uuid
 
+-- name: count_attribute_types
+SELECT count(*) FROM attribute_types WHERE account_id = %s
+
 -- name: insert_attribute_types
 -- created_ms: when the writer fixes the types.
 INSERT INTO attribute_types (account_id, name, type, created_ms)

@@ -43,12 +43,14 @@ import psycopg
 import psycopg_pool
 
 from trackway.domain.batch import (
+    MAX_ATTRIBUTE_NAMES,
     Entry,
     IdentityWrites,
     Lookups,
     LookupsNeeded,
     identity_writes,
     lookups_needed,
+    names_to_count,
     plan_account,
 )
 from trackway.domain.errors import (
@@ -224,8 +226,17 @@ class _Job:
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, min_connections: int = 2, max_connections: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 2,
+        max_connections: int = 10,
+        max_attribute_names: int = MAX_ATTRIBUTE_NAMES,
+    ) -> None:
         self.url = url
+        # Custom attribute names one account may fix (the writer's bound).
+        self.max_attribute_names = max_attribute_names
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._min = min_connections
         self._max = max_connections
@@ -527,7 +538,13 @@ class PostgresStore:
         await conn.execute(Q["lock_batch"], (accounts, buckets or [], exclusive))
         pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
         lookups = {a: await self._read_lookups(cursor) for a, cursor in pending.items()}
-        plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid) for a in needed}
+        for a, found in lookups.items():
+            if names_to_count(needed[a], found.attribute_types):
+                counted = await (await conn.execute(Q["count_attribute_types"], (a,))).fetchone()
+                assert counted is not None
+                found.attribute_name_count = int(counted[0])
+        bound = self.max_attribute_names
+        plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid, bound) for a in needed}
         if not exclusive and any(
             p.new_attribute_types or (p.identity is not None and p.identity.merges)
             for p in plans.values()

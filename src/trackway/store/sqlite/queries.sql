@@ -79,6 +79,9 @@ JOIN identifiers AS i
 SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms
 FROM customers WHERE account_id = ? AND uuid IN ({marks})
 
+-- name: count_attribute_types
+SELECT count(*) FROM attribute_types WHERE account_id = ?
+
 -- name: attribute_types_of
 SELECT name, type FROM attribute_types WHERE account_id = ? AND name IN ({marks})
 

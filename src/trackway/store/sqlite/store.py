@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
 from trackway.domain.errors import (
     AccountExists,
     AccountNotFound,
@@ -74,8 +75,10 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_attribute_names: int = MAX_ATTRIBUTE_NAMES) -> None:
         self.path = path
+        # Custom attribute names one account may fix (the writer's bound).
+        self.max_attribute_names = max_attribute_names
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()

@@ -28,6 +28,7 @@ from trackway.domain.batch import (
     LookupsNeeded,
     identity_writes,
     lookups_needed,
+    names_to_count,
     plan_account,
 )
 from trackway.domain.errors import StoreUnavailable
@@ -227,8 +228,14 @@ class Writer(threading.Thread):
         rows: list[Any] = []
         plans: list[AccountPlan] = []
         for account_id, entries in entries_by_account(jobs).items():
-            lookups = self._lookups(conn, account_id, lookups_needed([e for _, _, e in entries]))
-            plan = plan_account(account_id, entries, lookups, new_profile_uuid)
+            needed = lookups_needed([e for _, _, e in entries])
+            lookups = self._lookups(conn, account_id, needed)
+            if names_to_count(needed, lookups.attribute_types):
+                counted = conn.execute(Q["count_attribute_types"], (account_id,)).fetchone()
+                lookups.attribute_name_count = counted[0]
+            plan = plan_account(
+                account_id, entries, lookups, new_profile_uuid, self.store.max_attribute_names
+            )
             plans.append(plan)
             self._write_identity(conn, plan)
             if plan.new_attribute_types:
