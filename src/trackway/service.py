@@ -33,6 +33,7 @@ from trackway.domain.ratelimit import TokenBuckets, retry_after_seconds
 from trackway.domain.timestamps import format_ms, now_ms
 from trackway.settings import Settings
 from trackway.store.base import (
+    PIXEL,
     Account,
     AttributeType,
     Credential,
@@ -132,9 +133,17 @@ class Trackway:
             raise result.rejected[0][1]
         return result
 
-    async def ingest_pixel(self, account: Account, body: dict[str, Any], raw: bytes) -> None:
+    async def ingest_pixel(
+        self,
+        account: Account,
+        body: dict[str, Any],
+        raw: bytes,
+        context: dict[str, Any] | None = None,
+    ) -> None:
         """GET /unity.gif: one event from the pixel's parameters; the browser gets its GIF
-        whatever happens, so a rejection is only logged and counted."""
+        whatever happens, so a rejection is only logged and counted, with the query (`raw`)
+        and the request's user agent, IP and referrer (`context`), so that it can be replayed
+        as it came."""
         received = now_ms()
         try:
             self.check_ingest_rate(account, 1)
@@ -151,7 +160,8 @@ class Trackway:
             )
         except EventRejected as rejected:
             await self.log_rejections(
-                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+                account,
+                [Rejection(received, rejected.error_type, rejected.errors, raw, PIXEL, context)],
             )
             return
         await self.store.ingest(account, [event])

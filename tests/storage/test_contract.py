@@ -307,6 +307,76 @@ def test_the_migration_lists_old_types_and_forgets_built_in_ones(store_url: str)
     with_store(store_url, work)
 
 
+def test_the_migration_keeps_old_pixel_rows_replayable(store_url: str) -> None:
+    """From the schema before error-log rows said how they arrived: a pixel row (its query
+    without the key) replays as the pixel's, a JSON row as JSON; new rows carry their source."""
+    from trackway.errors_log import ErrorLog, error_document
+    from trackway.store.base import PIXEL
+    from trackway.store.queries import migration_files
+
+    insert = "INSERT INTO error_log (account_id, received_ms, error_type, errors, raw) VALUES"
+    logged = [
+        (1000, "missing_identifier", b"e=legacy_view&k=old-cookie&plan=pro"),
+        (1001, "parsing_error", b'{"event": "view", "cookie": '),
+    ]
+    if store_url.startswith("sqlite"):
+        package, last = "trackway.store.sqlite", 5
+        import sqlite3
+
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        for number, _, sql in migration_files(package):
+            if number <= last:
+                conn.executescript(sql)
+                conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("INSERT INTO accounts (uuid, name, created_ms) VALUES "
+                     "('7f0c3b4e-9a55-4a8e-9d7e-5b8f1e2a3c4d', 'old', 1)")  # fmt: skip
+        conn.executemany(insert + " (1, ?, ?, '{}', ?)", logged)
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        package, last = "trackway.store.postgres", 6
+        with psycopg.connect(store_url, autocommit=True) as pg:
+            pg.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_ms bigint NOT NULL)"
+            )
+            for number, name, sql in migration_files(package):
+                if number <= last:
+                    pg.execute(sql.encode())  # type: ignore[arg-type]
+                    pg.execute("INSERT INTO schema_migrations VALUES (%s, %s, 1)", (number, name))
+            pg.execute("INSERT INTO accounts (uuid, name, created_ms) VALUES "
+                       "('7f0c3b4e-9a55-4a8e-9d7e-5b8f1e2a3c4d', 'old', 1)")  # fmt: skip
+            for row in logged:
+                pg.execute(insert + " (1, %s, %s, '{}', %s)", row)  # type: ignore[arg-type]
+
+    async def work(store: Store) -> None:
+        from trackway.store.base import ErrorFilter
+
+        account = await store.find_account("old")
+        old = await store.error_page(account, ErrorFilter(), None, 10)
+        assert [(r.source, r.context) for r in old] == [(None, None), (None, None)]
+        assert [error_document(r)["source"] for r in old] == ["json", "pixel"]
+        outcome = await ErrorLog(store).replay(account, ids=[r.id for r in old])
+        assert [i for i, _ in outcome.replayed] == [old[1].id]
+        assert [(i, r.error_type) for i, r in outcome.failed] == [(old[0].id, "parsing_error")]
+        customer = await store.customer_by_identifier(account, "cookie", "old-cookie")
+        assert customer is not None
+        # New rows say how they came, with the pixel request's context.
+        context = {"user_agent": "UA", "ip": "203.0.113.1", "referrer": None}
+        rejection = Rejection(now_ms(), "missing_identifier", {"base": ["x"]}, b"e=v", PIXEL,
+                              context)  # fmt: skip
+        await store.ingest(account, [], [rejection, Rejection(now_ms(), "parsing_error", {}, b"{")])
+        new = await store.error_page(account, ErrorFilter(start_ms=2000), None, 10)
+        assert sorted((r.source, r.context) for r in new) == [  # type: ignore[type-var]
+            ("json", None),
+            ("pixel", context),
+        ]
+
+    with_store(store_url, work)
+
+
 def test_identity_merge_and_conflict(store_run: Any) -> None:
     async def work(store: Store) -> None:
         account = await new_account(store)

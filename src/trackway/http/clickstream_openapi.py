@@ -228,6 +228,24 @@ def schemas() -> dict[str, Any]:
                 "replayed_at": nullable_time,
                 "replayed_event_uuid": {"type": "string", "nullable": True},
                 "retried_at": nullable_time,
+                "source": {
+                    "type": "string",
+                    "enum": ["json", "pixel"],
+                    "description": "How `raw` arrived, and how a replay reads it: json (a body "
+                    "of /api/v1/event or /bulkevents, an import line, an event the store "
+                    "refused) or pixel (the query string of GET /unity.gif, without its key).",
+                },
+                "context": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "Of a pixel row: the user agent, IP and referrer of its "
+                    "request, which a replay fills in as the pixel did.",
+                    "properties": {
+                        "user_agent": {"type": "string", "nullable": True},
+                        "ip": {"type": "string", "nullable": True},
+                        "referrer": {"type": "string", "nullable": True},
+                    },
+                },
             },
         },
         "ErrorPage": {

@@ -39,6 +39,14 @@ class Rejection:
     error_type: str
     errors: dict[str, list[str]]
     raw: bytes
+    # How `raw` arrived: JSON; or PIXEL, the query string of GET /unity.gif (without its key),
+    # with the request's user agent, IP and referrer in `context`.
+    source: str = "json"
+    context: dict[str, Any] | None = None
+
+
+JSON = "json"
+PIXEL = "pixel"
 
 
 @dataclass(slots=True)
@@ -121,6 +129,9 @@ class LoggedError:
     replayed_event_uuid: str | None = None
     # The last replay attempt, passed or not.
     retried_ms: int | None = None
+    # How the payload arrived (Rejection.source, .context); None: logged before rows said.
+    source: str | None = None
+    context: dict[str, Any] | None = None
 
 
 class Store(Protocol):
@@ -306,8 +317,8 @@ def count_outcomes(
 # Raw bodies kept in the error log are cut at this size.
 MAX_RAW_BYTES = 64 * 1024
 
-# account id, received ms, error type, errors (JSON), raw body
-ErrorLogRow = tuple[int, int, str, bytes, bytes]
+# account id, received ms, error type, errors (JSON), raw body, source, context (JSON or None)
+ErrorLogRow = tuple[int, int, str, bytes, bytes, str, bytes | None]
 
 
 def error_log_rows(
@@ -329,13 +340,16 @@ def error_log_rows(
                     rejection.error_type,
                     encode(rejection.errors),
                     encode(event.body)[:MAX_RAW_BYTES],
+                    JSON,
+                    None,
                 )
             )
     for job in jobs:
         for r in job.rejections:
+            context = None if r.context is None else encode(r.context)
             rows.append(
                 (job.account_id, r.received_ms, r.error_type, encode(r.errors),
-                 r.raw[:MAX_RAW_BYTES])
+                 r.raw[:MAX_RAW_BYTES], r.source, context)
             )  # fmt: skip
     return rows
 

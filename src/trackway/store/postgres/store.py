@@ -617,6 +617,8 @@ class PostgresStore:
                 [r[2] for r in rows],
                 [r[3].decode() for r in rows],
                 [r[4] for r in rows],
+                [r[5] for r in rows],
+                [None if r[6] is None else r[6].decode() for r in rows],
             ),
         )
         daily = Counter((r[0], day_of_ms(r[1]), r[2]) for r in rows)
@@ -933,8 +935,10 @@ class PostgresStore:
 
 
 def _logged_error(row: tuple[Any, ...]) -> LoggedError:
-    i, received, error_type, errors, raw, replayed, uuids, retried = row
-    return LoggedError(i, received, error_type, errors, bytes(raw), replayed, uuids, retried)
+    i, received, error_type, errors, raw, replayed, uuids, retried, source, context = row
+    return LoggedError(
+        i, received, error_type, errors, bytes(raw), replayed, uuids, retried, source, context
+    )
 
 
 async def _customer(

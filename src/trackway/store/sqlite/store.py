@@ -532,10 +532,11 @@ def _replayed_param(replayed: bool | None) -> int | None:
 
 
 def _logged_error(row: Any) -> LoggedError:
-    i, received, error_type, errors, raw, replayed, uuids, retried = row
+    i, received, error_type, errors, raw, replayed, uuids, retried, source, context = row
     return LoggedError(
-        i, received, error_type, _decode(errors), bytes(raw), replayed, uuids, retried
-    )
+        i, received, error_type, _decode(errors), bytes(raw), replayed, uuids, retried, source,
+        None if context is None else _decode(context),
+    )  # fmt: skip
 
 
 def _statements(sql: str) -> list[str]:

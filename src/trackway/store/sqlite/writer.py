@@ -82,7 +82,7 @@ def _insert_events_sql(rows: int) -> str:
 
 @lru_cache(maxsize=64)
 def _insert_error_log_sql(rows: int) -> str:
-    return f"{Q['insert_error_log_head']} {','.join(['(?,?,?,?,?)'] * rows)}"
+    return f"{Q['insert_error_log_head']} {','.join(['(?,?,?,?,?,?,?)'] * rows)}"
 
 
 @lru_cache(maxsize=256)
@@ -258,8 +258,8 @@ class Writer(threading.Thread):
         for chunk in _chunks(rows, ROWS_PER_STATEMENT * 7):
             conn.execute(_insert_events_sql(len(chunk) // 7), chunk)
         log_rows = [v for row in error_log_rows(jobs, plans, results, _encode) for v in row]
-        for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 5):
-            conn.execute(_insert_error_log_sql(len(chunk) // 5), chunk)
+        for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 7):
+            conn.execute(_insert_error_log_sql(len(chunk) // 7), chunk)
         return results
 
     @staticmethod
