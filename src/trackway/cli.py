@@ -620,8 +620,10 @@ def import_events(
     API's rules: validation, identity resolution, one event per event_uuid, rollups.
 
     \b
-    A line without an event_uuid gets one derived from the account and the line itself, so
-    running the same file again stores nothing twice (resume an interrupted import that way).
+    A line without an event_uuid gets one derived from the account and the line itself (and,
+    for a line identical to an earlier one, its number of occurrence: two identical lines are
+    two events), so running the same file again stores nothing twice (resume an interrupted
+    import that way). The summary counts the repeated lines.
     Timestamps are kept as given; one more than --max-future-hours after the import is refused
     (0: none is).
     Rejected lines go to FILE.rejected.ndjson (stdin: ./import-rejected-<time>.ndjson), one
