@@ -293,8 +293,13 @@ class Trackway:
             for e in reversed(events)
         ]
 
-    async def event_history(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
-        """The latest events of one name, newest first."""
+    async def event_history(
+        self, account: Account, params: dict[str, Any], query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The latest events of one name, newest first. `query`: parameters a body overrode,
+        checked too."""
+        if query:
+            reads.check_history_parameters(query)
         name = reads.history_name(params.get("event_name"))
         limit = reads.parse_limit(
             params.get("limit"), default=reads.HISTORY_MAX, maximum=reads.HISTORY_MAX
@@ -315,7 +320,11 @@ class Trackway:
             ]
         }
 
-    async def summary(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
+    async def summary(
+        self, account: Account, params: dict[str, Any], query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if query:
+            reads.check_summary_bounds(query)
         start, end = reads.summary_range(
             params.get("timestamp_start"), params.get("timestamp_end"), now_ms()
         )
