@@ -51,6 +51,25 @@ max_future_hours_option = click.option(
 )
 
 
+max_event_attributes_option = click.option(
+    "--max-event-attributes",
+    envvar="TRACKWAY_MAX_EVENT_ATTRIBUTES",
+    default=DEFAULTS.max_event_attributes,
+    type=click.IntRange(1),
+    show_default=True,
+    help="Refuse events of more top-level fields than this (invalid_event_attributes).",
+)
+max_attribute_names_option = click.option(
+    "--max-attribute-names",
+    envvar="TRACKWAY_MAX_ATTRIBUTE_NAMES",
+    default=DEFAULTS.max_attribute_names,
+    type=click.IntRange(1),
+    show_default=True,
+    help="Custom attribute names one account may fix; an event bringing more is refused "
+    "(invalid_event_attributes).",
+)
+
+
 class SettingsCommand(click.Command):
     """A command whose every option shows the TRACKWAY_* variable that also sets it."""
 
@@ -78,7 +97,11 @@ def existing_database(database_url: str) -> None:
 
 
 def with_store(
-    database_url: str, action: Callable[[Store], Awaitable[T]], *, create: bool = False
+    database_url: str,
+    action: Callable[[Store], Awaitable[T]],
+    *,
+    create: bool = False,
+    max_attribute_names: int = DEFAULTS.max_attribute_names,
 ) -> T:
     """Run `action` on the store of `database_url`; one that does not exist is refused unless
     `create`."""
@@ -86,7 +109,7 @@ def with_store(
         existing_database(database_url)
 
     async def run() -> T:
-        store = open_store(database_url)
+        store = open_store(database_url, max_attribute_names=max_attribute_names)
         await store.open()
         try:
             return await action(store)
@@ -216,6 +239,8 @@ def main() -> None:
     help="Comma-separated proxy addresses (or *) whose X-Forwarded-For is trusted; empty: none.",
 )
 @max_future_hours_option
+@max_event_attributes_option
+@max_attribute_names_option
 @click.option(
     "--log-format",
     envvar="TRACKWAY_LOG_FORMAT",
@@ -363,7 +388,7 @@ def accounts_verification(account: str, enable: bool, database_url: str) -> None
 
 @main.group()
 def keys() -> None:
-    """Rotate API keys."""
+    """Rotate and revoke API keys."""
 
 
 @keys.command("rotate")
@@ -393,6 +418,24 @@ def keys_rotate(account: str, kind: str, database_url: str, as_json: bool, grace
         click.echo(json.dumps({"account_uuid": account_uuid, f"{kind}_api_key": key}))
     else:
         click.echo(f"new {kind} API key of {account}: {key}")
+
+
+@keys.command("revoke")
+@click.argument("account")
+@click.argument("key")
+@database_option
+def keys_revoke(account: str, key: str, database_url: str) -> None:
+    """KEY of ACCOUNT (name or uuid) stops working now, also one still in a grace period (and
+    within 5 s more in running servers, whose credential cache lasts that long). Revoking the
+    current key leaves the account without a key of that kind until `keys rotate`."""
+
+    async def revoke(store: Store) -> str | None:
+        return await store.revoke_key(await store.find_account(account), hash_key(key))
+
+    kind = with_store(database_url, revoke)
+    if kind is None:
+        raise click.ClickException(f"{account} has no valid key like that (revoked already?)")
+    click.echo(f"{kind} API key of {account} revoked")
 
 
 @main.group()
@@ -560,6 +603,8 @@ class _ImportFailed(click.ClickException):
 )
 @click.option("--json", "as_json", is_flag=True, help="Also print the summary as JSON on stdout.")
 @max_future_hours_option
+@max_event_attributes_option
+@max_attribute_names_option
 def import_events(
     source: str,
     account: str,
@@ -567,14 +612,18 @@ def import_events(
     batch_size: int,
     as_json: bool,
     max_future_hours: int,
+    max_event_attributes: int,
+    max_attribute_names: int,
 ) -> None:
     """Load events from FILE (NDJSON: one event a line, in the body format of POST
     /api/v1/event; gunzipped when it ends in .gz) or from stdin (-) into ACCOUNT, under the
     API's rules: validation, identity resolution, one event per event_uuid, rollups.
 
     \b
-    A line without an event_uuid gets one derived from the account and the line itself, so
-    running the same file again stores nothing twice (resume an interrupted import that way).
+    A line without an event_uuid gets one derived from the account and the line itself (and,
+    for a line identical to an earlier one, its number of occurrence: two identical lines are
+    two events), so running the same file again stores nothing twice (resume an interrupted
+    import that way). The summary counts the repeated lines.
     Timestamps are kept as given; one more than --max-future-hours after the import is refused
     (0: none is).
     Rejected lines go to FILE.rejected.ndjson (stdin: ./import-rejected-<time>.ndjson), one
@@ -587,7 +636,14 @@ def import_events(
     existing_database(database_url)
     try:
         code = transfer.run_import(
-            source, account, database_url, batch_size, as_json, max_ahead_ms(max_future_hours)
+            source,
+            account,
+            database_url,
+            batch_size,
+            as_json,
+            max_ahead_ms(max_future_hours),
+            max_event_attributes,
+            max_attribute_names,
         )
     except transfer.UsageError as exc:
         raise click.UsageError(str(exc)) from None
@@ -720,6 +776,8 @@ def errors_export(
 @click.option("--all", "replay_all", is_flag=True, help="Every pending error (no filter).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as one JSON object.")
 @max_future_hours_option
+@max_event_attributes_option
+@max_attribute_names_option
 def errors_replay(
     account: str,
     error_type: str | None,
@@ -729,6 +787,8 @@ def errors_replay(
     replay_all: bool,
     as_json: bool,
     max_future_hours: int,
+    max_event_attributes: int,
+    max_attribute_names: int,
 ) -> None:
     """Resubmit stored payloads of ACCOUNT through today's rules: those that pass are stored as
     events and marked replayed; the others stay, with their new messages. Give --id, or a
@@ -741,8 +801,14 @@ def errors_replay(
     outcome = with_store(
         database_url,
         lambda store: errors_log.replay_rows(
-            store, account, list(ids) or None, where, max_ahead_ms(max_future_hours)
+            store,
+            account,
+            list(ids) or None,
+            where,
+            max_ahead_ms(max_future_hours),
+            max_event_attributes,
         ),
+        max_attribute_names=max_attribute_names,
     )
     if as_json:
         click.echo(json.dumps(outcome.document()))

@@ -24,13 +24,14 @@ from trackway.domain.errors import EventRejected, InvalidRequest
 from trackway.domain.events import (
     ERROR_TYPES,
     MAX_AHEAD_MS,
+    MAX_EVENT_ATTRIBUTES,
     AcceptedEvent,
     parse_json_object,
     validate_event,
 )
-from trackway.domain.pixel import pixel_body, pixel_key, pixel_parameters
+from trackway.domain.pixel import pixel_body, pixel_parameters
 from trackway.domain.timestamps import format_ms, now_ms
-from trackway.store.base import Account, ErrorFilter, LoggedError, Store
+from trackway.store.base import JSON, PIXEL, Account, ErrorFilter, LoggedError, Store
 
 PAGE_DEFAULT = 200
 PAGE_MAX = 1000
@@ -154,6 +155,13 @@ def _text(value: Any) -> str | None:
 # -- documents ---------------------------------------------------------------------------
 
 
+def row_source(row: LoggedError) -> str:
+    """How the row's payload arrived, and so how a replay reads it."""
+    if row.source is not None:
+        return row.source
+    return PIXEL if _legacy_pixel_row(row.raw) else JSON
+
+
 def raw_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
@@ -170,6 +178,8 @@ def error_document(row: LoggedError, *, preview: bool = False) -> dict[str, Any]
         "replayed_at": None if row.replayed_ms is None else format_ms(row.replayed_ms),
         "replayed_event_uuid": row.replayed_event_uuid,
         "retried_at": None if row.retried_ms is None else format_ms(row.retried_ms),
+        "source": row_source(row),
+        "context": row.context,
     }
     if preview:
         doc["raw"] = text[:RAW_PREVIEW_CHARS]
@@ -224,14 +234,23 @@ def export_filename(account: Account, where: ErrorFilter, fmt: str) -> str:
 # -- replay ------------------------------------------------------------------------------
 
 
-def replay_bodies(raw: bytes) -> list[dict[str, Any]]:
-    """The event bodies a stored payload holds: one event (POST /api/v1/event, or one item of a
-    bulk call), a whole bulk body, or the query string of the pixel; EventRejected when it
-    still does not parse."""
-    if raw.lstrip()[:1] not in (b"{", b"["):
-        parameters = pixel_parameters(raw)
-        if pixel_key(parameters) is not None:
-            return [pixel_body(parameters, user_agent=None, ip=None, referrer=None)]
+def replay_bodies(
+    raw: bytes, source: str | None = None, context: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """The event bodies a stored payload holds, read the way it arrived (`source`): the query
+    string of the pixel, with the user agent, IP and referrer its request had (`context`); or
+    JSON: one event (POST /api/v1/event, an item of a bulk call, an import line), or a whole
+    bulk body. EventRejected when it still does not parse."""
+    if source == PIXEL or (source is None and _legacy_pixel_row(raw)):
+        context = context or {}
+        return [
+            pixel_body(
+                pixel_parameters(raw),
+                user_agent=_text_or_none(context.get("user_agent")),
+                ip=_text_or_none(context.get("ip")),
+                referrer=_text_or_none(context.get("referrer")),
+            )
+        ]
     body = parse_json_object(raw)
     if "event" in body or "events" not in body:
         return [body]
@@ -244,12 +263,27 @@ def replay_bodies(raw: bytes) -> list[dict[str, Any]]:
     return items
 
 
+def _legacy_pixel_row(raw: bytes) -> bool:
+    """A pixel row logged before rows said how they arrived (source NULL): a query string,
+    not JSON, that names an event (`e`) or carries the key (`x`)."""
+    if raw.lstrip()[:1] in (b"{", b"["):
+        return False
+    return any(name in ("e", "x") for name, _ in pixel_parameters(raw))
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def replay_events(
-    account: Account, row: LoggedError, max_ahead_ms: int | None = MAX_AHEAD_MS
+    account: Account,
+    row: LoggedError,
+    max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> list[AcceptedEvent]:
     """The row's payload through today's rules, received when it first was (so a timestamp
     too far in the future then still is)."""
-    bodies = replay_bodies(row.raw)
+    bodies = replay_bodies(row.raw, row.source, row.context)
     accepted = []
     for index, body in enumerate(bodies):
         if body.get("event_uuid") in (None, ""):
@@ -258,7 +292,11 @@ def replay_events(
         try:
             accepted.append(
                 validate_event(
-                    body, row.received_ms, account.verification_secret, max_ahead_ms=max_ahead_ms
+                    body,
+                    row.received_ms,
+                    account.verification_secret,
+                    max_ahead_ms=max_ahead_ms,
+                    max_attributes=max_attributes,
                 )
             )
         except EventRejected as rejected:
@@ -300,10 +338,16 @@ class ReplayOutcome:
 
 
 class ErrorLog:
-    def __init__(self, store: Store, max_ahead_ms: int | None = MAX_AHEAD_MS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_ahead_ms: int | None = MAX_AHEAD_MS,
+        max_attributes: int = MAX_EVENT_ATTRIBUTES,
+    ) -> None:
         self.store = store
-        # Replays pass today's rules, this bound of future timestamps among them.
+        # Replays pass today's rules, these bounds among them.
         self.max_ahead_ms = max_ahead_ms
+        self.max_attributes = max_attributes
 
     async def page(
         self,
@@ -391,7 +435,7 @@ class ErrorLog:
                 outcome.skipped.append(row.id)
                 continue
             try:
-                accepted = replay_events(account, row, self.max_ahead_ms)
+                accepted = replay_events(account, row, self.max_ahead_ms, self.max_attributes)
             except EventRejected as rejected:
                 failed[row.id] = rejected
                 continue
@@ -440,9 +484,11 @@ async def replay_rows(
     ids: Sequence[int] | None,
     where: ErrorFilter | None,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> ReplayOutcome:
     account = await store.find_account(account_ref)
-    return await ErrorLog(store, max_ahead_ms).replay(account, ids=ids, where=where)
+    log = ErrorLog(store, max_ahead_ms, max_attributes)
+    return await log.replay(account, ids=ids, where=where)
 
 
 def list_line(row: LoggedError) -> str:

@@ -33,6 +33,7 @@ from trackway.domain.ratelimit import TokenBuckets, retry_after_seconds
 from trackway.domain.timestamps import format_ms, now_ms
 from trackway.settings import Settings
 from trackway.store.base import (
+    PIXEL,
     Account,
     AttributeType,
     Credential,
@@ -74,6 +75,7 @@ class Trackway:
         # Each worker process holds its share of the limit: no shared state on the hot path.
         self._ingest_rate = TokenBuckets(limit / settings.workers) if limit > 0 else None
         self.max_ahead_ms = settings.max_ahead_ms
+        self.max_attributes = settings.max_event_attributes
 
     def check_ingest_rate(self, account: Account, events: int) -> None:
         if self._ingest_rate is not None:
@@ -116,7 +118,11 @@ class Trackway:
         received = now_ms()
         try:
             event = decode_event_body(
-                raw, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                raw,
+                received,
+                account.verification_secret,
+                max_ahead_ms=self.max_ahead_ms,
+                max_attributes=self.max_attributes,
             )
         except EventRejected as rejected:
             await self.log_rejections(
@@ -128,9 +134,17 @@ class Trackway:
             raise result.rejected[0][1]
         return result
 
-    async def ingest_pixel(self, account: Account, body: dict[str, Any], raw: bytes) -> None:
+    async def ingest_pixel(
+        self,
+        account: Account,
+        body: dict[str, Any],
+        raw: bytes,
+        context: dict[str, Any] | None = None,
+    ) -> None:
         """GET /unity.gif: one event from the pixel's parameters; the browser gets its GIF
-        whatever happens, so a rejection is only logged and counted."""
+        whatever happens, so a rejection is only logged and counted, with the query (`raw`)
+        and the request's user agent, IP and referrer (`context`), so that it can be replayed
+        as it came."""
         received = now_ms()
         try:
             self.check_ingest_rate(account, 1)
@@ -139,11 +153,16 @@ class Trackway:
             return
         try:
             event = validate_event(
-                body, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                body,
+                received,
+                account.verification_secret,
+                max_ahead_ms=self.max_ahead_ms,
+                max_attributes=self.max_attributes,
             )
         except EventRejected as rejected:
             await self.log_rejections(
-                account, [Rejection(received, rejected.error_type, rejected.errors, raw)]
+                account,
+                [Rejection(received, rejected.error_type, rejected.errors, raw, PIXEL, context)],
             )
             return
         await self.store.ingest(account, [event])
@@ -180,7 +199,11 @@ class Trackway:
                     raise EventRejected("parsing_error", {"body": [NOT_AN_OBJECT]})
                 accepted.append(
                     validate_event(
-                        item, received, account.verification_secret, max_ahead_ms=self.max_ahead_ms
+                        item,
+                        received,
+                        account.verification_secret,
+                        max_ahead_ms=self.max_ahead_ms,
+                        max_attributes=self.max_attributes,
                     )
                 )
                 positions.append(index)
@@ -271,8 +294,13 @@ class Trackway:
             for e in reversed(events)
         ]
 
-    async def event_history(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
-        """The latest events of one name, newest first."""
+    async def event_history(
+        self, account: Account, params: dict[str, Any], query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The latest events of one name, newest first. `query`: parameters a body overrode,
+        checked too."""
+        if query:
+            reads.check_history_parameters(query)
         name = reads.history_name(params.get("event_name"))
         limit = reads.parse_limit(
             params.get("limit"), default=reads.HISTORY_MAX, maximum=reads.HISTORY_MAX
@@ -293,7 +321,11 @@ class Trackway:
             ]
         }
 
-    async def summary(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
+    async def summary(
+        self, account: Account, params: dict[str, Any], query: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if query:
+            reads.check_summary_bounds(query)
         start, end = reads.summary_range(
             params.get("timestamp_start"), params.get("timestamp_end"), now_ms()
         )

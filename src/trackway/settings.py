@@ -47,6 +47,10 @@ class Settings:
     # Hours after its receipt an event's timestamp may be (after clock-skew correction); later
     # ones are refused. 0: no bound.
     max_future_hours: int = 24
+    # Top-level fields one event may carry (the known ones included); more is a 400.
+    max_event_attributes: int = 1000
+    # Custom attribute names one account may fix; an event bringing more is a 400.
+    max_attribute_names: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -77,6 +81,10 @@ class Settings:
             raise ValueError("workers must be at least 1")
         if not (0 < self.port < 65536):
             raise ValueError("port must be between 1 and 65535")
+        if self.max_event_attributes < 1:
+            raise ValueError("max_event_attributes must be at least 1")
+        if self.max_attribute_names < 1:
+            raise ValueError("max_attribute_names must be at least 1")
         if self.max_future_hours < 0:
             raise ValueError("max_future_hours must be 0 (no bound) or more")
 

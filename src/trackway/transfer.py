@@ -31,9 +31,11 @@ from typing import IO, Any
 
 import msgspec
 
+from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
 from trackway.domain.errors import AccountNotFound, EventRejected, StoreUnavailable
 from trackway.domain.events import (
     MAX_AHEAD_MS,
+    MAX_EVENT_ATTRIBUTES,
     AcceptedEvent,
     parse_json_object,
     validate_event,
@@ -104,6 +106,9 @@ class ImportSummary:
     rejected: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     rejected_file: Path | None = None
+    # Lines without an event_uuid that repeat an earlier line of the input, byte for byte:
+    # each is an event of its own (EventUuids), counted so that the summary says so.
+    repeated: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -121,6 +126,7 @@ class ImportSummary:
             "rejected": self.rejected_total,
             "rejected_by_type": dict(sorted(self.rejected.items())),
             "rejected_file": str(self.rejected_file) if self.rejected_file else None,
+            "repeated_lines": self.repeated,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second),
         }
@@ -128,15 +134,34 @@ class ImportSummary:
 
 class EventUuids:
     """The event_uuid of a line that has none: uuid5(IMPORT_NAMESPACE, "<account uuid>\\n<line>")
-    (the line without surrounding whitespace), so a re-run finds it stored already."""
+    (the line without surrounding whitespace), so a re-run finds it stored already. The n-th
+    line (n > 1) of an input identical to an earlier one gets uuid5 of "…<line>\\n#<n>": two
+    identical lines are two events, and a re-run of the same input still stores nothing twice
+    (neither line numbers nor the file's name enter, so the same lines on stdin, gzipped or in
+    a file whose other lines changed keep their uuids). Remembers 8 bytes of each line's hash
+    (about 60 bytes of memory a line)."""
 
     def __init__(self, account_uuid: str) -> None:
         self._prefix = hashlib.sha1(IMPORT_NAMESPACE.bytes + account_uuid.encode() + b"\n")
+        self._seen: set[int] = set()
+        self._occurrences: dict[int, int] = {}
+        # Lines that repeated an earlier one.
+        self.repeated = 0
 
     def of(self, line: bytes) -> str:
         digest = self._prefix.copy()
         digest.update(line)
-        b = bytearray(digest.digest()[:16])
+        raw = digest.digest()
+        key = int.from_bytes(raw[:8], "big")
+        if key in self._seen:
+            occurrence = self._occurrences.get(key, 1) + 1
+            self._occurrences[key] = occurrence
+            self.repeated += 1
+            digest.update(b"\n#%d" % occurrence)
+            raw = digest.digest()
+        else:
+            self._seen.add(key)
+        b = bytearray(raw[:16])
         b[6] = (b[6] & 0x0F) | 0x50  # version 5
         b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
         h = b.hex()
@@ -148,6 +173,7 @@ def prepare_batch(
     uuids: EventUuids,
     verification_secret: str | None,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> PreparedBatch:
     """Decode and validate each (line number, line) under the API's rules; blank lines are
     skipped. History is received now: a timestamp more than `max_ahead_ms` after the import
@@ -177,6 +203,7 @@ def prepare_batch(
                     verification_secret,
                     correct_clock_skew=False,
                     max_ahead_ms=max_ahead_ms,
+                    max_attributes=max_attributes,
                 )
             )
             event_lines.append(number)
@@ -257,6 +284,7 @@ async def import_lines(
     rejected_file: RejectedFile | None = None,
     on_progress: Any = None,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> ImportSummary:
     """Import numbered lines into the account; return the counts. Each batch is read and
     validated on a thread while the store commits the ones before it."""
@@ -267,7 +295,7 @@ async def import_lines(
 
     def next_batch() -> PreparedBatch | None:
         chunk = list(itertools.islice(lines, batch_size))
-        return prepare_batch(chunk, uuids, secret, max_ahead_ms) if chunk else None
+        return prepare_batch(chunk, uuids, secret, max_ahead_ms, max_attributes) if chunk else None
 
     def settle(batch: PreparedBatch, result: IngestResult) -> None:
         summary.lines += batch.lines
@@ -309,6 +337,7 @@ async def import_lines(
             with contextlib.suppress(BaseException):
                 await pending
         summary.seconds = time.perf_counter() - started
+        summary.repeated = uuids.repeated
     return summary
 
 
@@ -319,6 +348,8 @@ def run_import(
     batch_size: int,
     as_json: bool,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
+    max_attribute_names: int = MAX_ATTRIBUTE_NAMES,
 ) -> int:
     """`trackway import`: the exit status (EXIT_OK, EXIT_REJECTED); raises UsageError or
     StoreUnavailable."""
@@ -351,10 +382,11 @@ def run_import(
                 rejected_file=rejected_file,
                 on_progress=progress.update,
                 max_ahead_ms=max_ahead_ms,
+                max_attributes=max_attributes,
             )
 
     try:
-        summary = _with_store(database_url, work)
+        summary = _with_store(database_url, work, max_attribute_names)
     finally:
         progress.close()
         wrote = rejected_file.close()
@@ -380,6 +412,11 @@ def summary_text(source: str, account_ref: str, s: ImportSummary) -> str:
     )
     for error_type, count in sorted(s.rejected.items()):
         text += f"    {error_type:<28}{count:,}\n"
+    if s.repeated:
+        text += (
+            f"  {s.repeated:,} lines without an event_uuid repeat an earlier line exactly; "
+            "each is an event of its own\n"
+        )
     if s.rejected_file is not None:
         text += f"  rejected lines: {s.rejected_file}\n"
     return text
@@ -495,9 +532,11 @@ def run_export(
     return _with_store(database_url, work)
 
 
-def _with_store(database_url: str, work: Any) -> Any:
+def _with_store(
+    database_url: str, work: Any, max_attribute_names: int = MAX_ATTRIBUTE_NAMES
+) -> Any:
     async def run() -> Any:
-        store = open_store(database_url)
+        store = open_store(database_url, max_attribute_names=max_attribute_names)
         await store.open()
         try:
             return await work(store)

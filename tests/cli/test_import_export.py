@@ -253,6 +253,45 @@ def test_derived_event_uuid_is_uuid5_of_account_and_line(database: str, tmp_path
     assert body is not None and body["plan"] == "pro" and body["event_uuid"] == expected
 
 
+def test_identical_lines_without_uuids_are_events_of_their_own(
+    database: str, tmp_path: Path
+) -> None:
+    """Three byte-identical lines without an event_uuid (three page views in one second) are
+    three events; the summary says how many lines repeated an earlier one; the same file again,
+    or the same lines on stdin, store nothing twice."""
+    account_uuid = create_account(database)
+    line = b'{"event": "view", "cookie": "same", "timestamp": "2024-03-01T10:00:00Z"}'
+    other = b'{"event": "view", "cookie": "other", "timestamp": "2024-03-01T10:00:00Z"}'
+    content = b"\n".join([line, other, line, b"  " + line + b"  ", other]) + b"\n"
+    source = tmp_path / "views.ndjson"
+    source.write_bytes(content)
+    status, summary, stderr = import_file(database, source)
+    assert (status, summary["accepted"], summary["duplicates"]) == (0, 5, 0)
+    assert summary["repeated_lines"] == 3
+    assert "3 lines without an event_uuid repeat an earlier line exactly" in stderr
+
+    async def uuids(store: Store, account: Account) -> list[str]:
+        customer = await store.customer_by_identifier(account, "cookie", "same")
+        assert customer is not None
+        events = await store.customer_events(account, customer.uuid, 0, 2**62, 100)
+        return sorted(e.body["event_uuid"] for e in events)
+
+    stored = with_store(database, uuids)
+    assert len(set(stored)) == 3
+    # The first of them keeps the uuid of the line alone (as imports before this rule gave).
+    assert str(uuid.uuid5(IMPORT_NAMESPACE, f"{account_uuid}\n{line.decode()}")) in stored
+
+    status, again, _ = import_file(database, source)
+    assert (again["accepted"], again["duplicates"], again["repeated_lines"]) == (0, 5, 3)
+    status, piped, _ = import_file(database, "-", stdin=gzip.compress(content), cwd=tmp_path)
+    assert (piped["accepted"], piped["duplicates"]) == (0, 5)
+    # One more identical line appended: only it is new.
+    source.write_bytes(content + line + b"\n")
+    status, grown, _ = import_file(database, source)
+    assert (grown["accepted"], grown["duplicates"]) == (1, 5)
+    assert with_store(database, uuids) != stored and len(with_store(database, uuids)) == 4
+
+
 def test_gzip_and_stdin(database: str, tmp_path: Path) -> None:
     create_account(database)
     events = [

@@ -8,6 +8,7 @@ import time
 import httpx
 
 from tests.conftest import Account, Server, basic, create_account, database_url, run_cli
+from trackway.service import CREDENTIAL_TTL_SECONDS
 
 
 def wait_for_status(send, status: int, seconds: float = 8.0) -> int:
@@ -35,6 +36,55 @@ def test_rotation_grace_period_then_rejection(server: Server, client: httpx.Clie
     time.sleep(3.0)
     assert wait_for_status(send(account.event_key), 401) == 401
     assert send(new_key)().status_code == 200
+
+
+def test_rotation_without_grace_revokes_every_earlier_key_in_a_running_server(
+    server: Server, client: httpx.Client
+) -> None:
+    """Rotate with an hour's grace twice, then with none: all three older keys are refused by
+    the running server once its credential cache (5 s) has lapsed, and the newest works."""
+    account = create_account(server.db_path)
+    url = database_url(server.db_path)
+
+    def send(key: str) -> int:
+        return client.post("/api/v1/event", json={"event": "v", "cookie": "c"},
+                           headers=basic(key)).status_code  # fmt: skip
+
+    def rotate(grace: str) -> str:
+        rotated = run_cli("keys", "rotate", account.name, "--kind", "event", "--grace", grace,
+                          "--json", "--database", url)  # fmt: skip
+        return str(json.loads(rotated.stdout)["event_api_key"])
+
+    older = [account.event_key, rotate("3600"), rotate("3600")]
+    assert [send(key) for key in older] == [200, 200, 200]  # each now cached as valid
+    newest = rotate("0")
+    time.sleep(CREDENTIAL_TTL_SECONDS + 0.5)
+    assert [send(key) for key in older] == [401, 401, 401]
+    assert send(newest) == 200
+
+
+def test_keys_revoke_cuts_a_named_key_in_a_running_server(
+    server: Server, client: httpx.Client
+) -> None:
+    account = create_account(server.db_path)
+    url = database_url(server.db_path)
+
+    def send(key: str) -> int:
+        return client.post("/api/v1/event", json={"event": "v", "cookie": "c"},
+                           headers=basic(key)).status_code  # fmt: skip
+
+    rotated = run_cli("keys", "rotate", account.name, "--kind", "event", "--grace", "3600",
+                      "--json", "--database", url)  # fmt: skip
+    new_key = json.loads(rotated.stdout)["event_api_key"]
+    assert send(account.event_key) == send(new_key) == 200
+    revoked = run_cli("keys", "revoke", account.name, account.event_key, "--database", url)
+    assert revoked.stdout.strip() == f"event API key of {account.name} revoked"
+    time.sleep(CREDENTIAL_TTL_SECONDS + 0.5)
+    assert send(account.event_key) == 401
+    assert send(new_key) == 200
+    again = run_cli("keys", "revoke", account.name, account.event_key, "--database", url,
+                    check=False)  # fmt: skip
+    assert again.returncode == 1 and "no valid key like that" in again.stderr
 
 
 def test_delete_customer_over_http(client: httpx.Client, account: Account) -> None:

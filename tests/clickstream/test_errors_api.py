@@ -350,3 +350,75 @@ def test_the_page_asks_for_the_user_key(deployment: Deployment) -> None:
         assert served.status_code == 200
         assert "https://" not in served.text.replace("http://www.w3.org/2000/svg", "")
     assert client.get("/clickstream/cli.py").status_code == 404
+
+
+FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0"
+
+
+def test_pixel_rows_replay_as_they_came_with_their_request(deployment: Deployment) -> None:
+    """A /unity.gif row is read back as the pixel's query (not as JSON), with the user agent,
+    IP and referrer its request had; a row that fails again keeps its own error type."""
+    client, tenant = deployment.client, deployment.tenant()
+    tenant.verification(enable=True)  # before the server ever sees the key: nothing cached
+    name = unique("pixelview")
+    headers = {"User-Agent": FIREFOX, "Referer": "https://shop.example/from"}
+    key = tenant.event_key
+    for params in (
+        {"x": key, "e": name, "k": "pix-1", "u": "https://shop.example/p/1", "plan": "pro"},
+        {"x": key, "e": name, "z": "2"},  # no identifier
+        {"x": key, "e": name, "k": "pix-3", "meta_json": "{"},  # not JSON: refused at once
+    ):
+        assert client.get("/unity.gif", params=params, headers=headers).status_code == 200
+    page = errors_page(client, tenant)["errors"]
+    assert [e["error_type"] for e in page] == [
+        "parsing_error",
+        "event_verification_error",
+        "event_verification_error",
+    ]
+    for entry in page:
+        assert entry["source"] == "pixel"
+        assert entry["context"] == {
+            "user_agent": FIREFOX,
+            "ip": "127.0.0.1",
+            "referrer": "https://shop.example/from",
+        }
+        assert key not in entry["raw"] and "x=" not in entry["raw"]
+    bad_json, no_identifier, good = (e["id"] for e in page)
+
+    tenant.verification(enable=False)
+    outcome = replay(client, tenant, all=True)
+    assert (outcome["replayed"], outcome["failed"]) == (1, 2)
+    after = {e["id"]: e for e in errors_page(client, tenant)["errors"]}
+    assert after[good]["status"] == "replayed"
+    assert (after[no_identifier]["status"], after[no_identifier]["error_type"]) == (
+        "pending",
+        "missing_identifier",
+    )
+    assert after[bad_json]["error_type"] == "parsing_error"
+    assert after[bad_json]["errors"] == {"meta_json": ["is not valid JSON"]}
+
+    stored = history(deployment, tenant, name)
+    assert len(stored) == 1
+    event = stored[0]
+    assert event["event_uuid"] == after[good]["replayed_event_uuid"]
+    assert (event["cookie"], event["url"], event["plan"]) == (
+        "pix-1",
+        "https://shop.example/p/1",
+        "pro",
+    )
+    assert (event["user_agent"], event["ip"], event["referrer"]) == (
+        FIREFOX,
+        "127.0.0.1",
+        "https://shop.example/from",
+    )
+    # A second replay: the replayed row is no longer pending; nothing is stored twice.
+    again = replay(client, tenant, all=True)
+    assert (again["replayed"], again["failed"], again["skipped"]) == (0, 2, 0)
+    assert len(history(deployment, tenant, name)) == 1
+
+
+def test_json_rows_say_so(deployment: Deployment) -> None:
+    client, tenant = deployment.client, deployment.tenant()
+    rejected(client, tenant, {"event": "view", "n": 1})
+    (entry,) = errors_page(client, tenant)["errors"]
+    assert (entry["source"], entry["context"]) == ("json", None)

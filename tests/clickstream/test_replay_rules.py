@@ -44,6 +44,32 @@ def test_one_event_a_bulk_body_and_the_pixel() -> None:
         replay_bodies(b'{"events": [1]}')
 
 
+def test_a_pixel_row_replays_as_the_pixel_with_its_request() -> None:
+    query = b"e=view&k=cookie-1&plan=pro&z=9"  # as logged: without the key
+    context = {"user_agent": "Mozilla/5.0", "ip": "203.0.113.9", "referrer": "https://a.example/"}
+    assert replay_bodies(query, "pixel", context) == [
+        {"event": "view", "cookie": "cookie-1", "plan": "pro", "user_agent": "Mozilla/5.0",
+         "ip": "203.0.113.9", "referrer": "https://a.example/"}
+    ]  # fmt: skip
+    # The query wins over the request, as on the pixel (r= : the page had no referrer).
+    assert replay_bodies(b"e=view&k=c&r=", "pixel", context)[0]["referrer"] == ""
+    assert "user_agent" not in replay_bodies(query, "pixel", None)[0]
+    # A row logged before rows said how they came: a query naming an event is the pixel's.
+    assert replay_bodies(query)[0]["event"] == "view"
+    # Its own error, not parsing_error of a JSON read.
+    with pytest.raises(EventRejected) as still:
+        replay_events(ACCOUNT, LoggedError(7, RECEIVED, "missing_identifier", {}, b"e=view",
+                                           source="pixel", context=context))  # fmt: skip
+    assert still.value.error_type == "missing_identifier"
+    with pytest.raises(EventRejected) as bad:
+        replay_bodies(b"e=view&k=c&meta_json=%7B", "pixel", context)
+    assert bad.value.errors == {"meta_json": ["is not valid JSON"]}
+    # A JSON row is JSON, whatever it holds.
+    with pytest.raises(EventRejected) as not_json:
+        replay_bodies(b"e=view&k=c", "json")
+    assert not_json.value.errors == {"body": ["is not valid JSON"]}
+
+
 def test_a_payload_without_a_uuid_replays_under_one_of_its_row() -> None:
     raw = b'{"event": "view", "cookie": "c", "timestamp": "2024-04-30T10:00:00Z"}'
     first = replay_events(ACCOUNT, row(raw))

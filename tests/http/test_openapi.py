@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import httpx
-from conftest import Server
+from conftest import Account, Server, basic
 from starlette.routing import Route
 
 from trackway.http.app import create_app
@@ -96,3 +96,41 @@ def test_every_documented_operation_is_served(client: httpx.Client) -> None:
         response = client.request(method, url)
         expected = (204,) if method == "OPTIONS" else (200, 302, 401)
         assert response.status_code in expected, (method, path, response.status_code)
+
+
+def test_the_server_answers_as_the_document_says_where_they_once_disagreed(
+    client: httpx.Client, account: Account
+) -> None:
+    """Issue 19: each of these once contradicted /openapi.json."""
+    user = basic(account.user_key)
+    document = client.get("/openapi.json").json()
+    pattern = re.compile(
+        document["paths"]["/api/v1/event/history"]["get"]["parameters"][0]["schema"]["pattern"]
+    )
+    for name, valid in (("0", False), ("1e5", False), ("a.b", False), ("view", True)):
+        assert bool(pattern.search(name)) is valid, name
+        if not valid:
+            answer = client.get("/api/v1/event/history", params={"event_name": name}, headers=user)
+            assert answer.status_code == 422
+    # An empty bound is absent, as documented.
+    summary = client.get("/api/v1/event/summary.json", params={"timestamp_start": ""}, headers=user)
+    assert summary.status_code == 200
+    # A query parameter under a POST body is checked too.
+    both = client.post("/api/v1/event/summary.json", params={"timestamp_start": "junk"},
+                       json={"timestamp_start": "2024-03-01"}, headers=user)  # fmt: skip
+    assert both.status_code == 400 and "timestamp_start" in both.json()["errors"]
+    named = client.post("/api/v1/event/history", params={"event_name": "0"},
+                        json={"event_name": "view"}, headers=user)  # fmt: skip
+    assert named.status_code == 422
+    # Over 366 days: the documented 400.
+    two_years = {"timestamp_start": "2020-01-01", "timestamp_end": "2022-01-01"}
+    long = client.get("/api/v1/event/summary.json", params=two_years, headers=user)
+    assert long.status_code == 400
+    described = document["paths"]["/api/v1/event/summary.json"]["get"]["responses"]["400"]
+    assert "366 days" in described["description"]
+    # GET on the replay endpoint: 405, not a row named "replay".
+    wrong = client.get("/api/v1/errors/replay", headers=user)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    # The stream's data is declared an object.
+    stream = document["paths"]["/clickstream/stream"]["get"]["responses"]["200"]
+    assert stream["x-message-schema"]["properties"]["data"]["type"] == "object"

@@ -157,6 +157,57 @@ def test_attribute_type_is_fixed_by_first_use(store_run: Any) -> None:
     store_run(work)
 
 
+def test_an_account_fixes_at_most_its_bound_of_attribute_names(store_url: str) -> None:
+    """--max-attribute-names: an event whose new names would take its account past the bound
+    is refused (invalid_event_attributes, logged and counted); known names always pass; each
+    account has its own bound; a reset name frees its place."""
+
+    async def work(store: Store) -> None:
+        account, other = await new_account(store), await new_account(store)
+        assert (await store.ingest(account, [event(a=1, b="x")])).rejected == []
+        # One batch: the first event takes the room that is left, the next two are refused,
+        # the last carries only known names.
+        result = await store.ingest(
+            account,
+            [event(c=1, d=2), event(e=1), event(a=2, f=1, g=2), event(a=3, b="y", c=4)],
+        )
+        assert (result.stored, [i for i, _ in result.rejected]) == (2, [1, 2])
+        refused = result.rejected[0][1]
+        assert refused.error_type == "invalid_event_attributes"
+        assert refused.errors == {
+            "attributes": [
+                "would add 1 new attribute name to the 4 the account has (maximum is 4 per account)"
+            ]
+        }
+        assert result.rejected[1][1].errors["attributes"] == [
+            "would add 2 new attribute names to the 4 the account has (maximum is 4 per account)"
+        ]
+        assert sorted(a.name for a in await store.attribute_types(account)) == list("abcd")
+        logged = await store.error_log(account)
+        assert [e["error_type"] for e in logged] == ["invalid_event_attributes"] * 2
+        counts = await store.daily_error_counts(account, "1970-01-01", "9999-12-31")
+        assert [(t, n) for _, t, n in counts] == [("invalid_event_attributes", 2)]
+        # A type mismatch is still named as such, bound or not.
+        mismatch = await store.ingest(account, [event(a="text")])
+        assert mismatch.rejected[0][1].error_type == "es_index_error"
+        # Fields Trackway types by rule are no custom names.
+        assert (await store.ingest(account, [event(user_agent="x", url="/")])).rejected == []
+        # Another account has its own room.
+        assert (await store.ingest(other, [event(e=1, f=2, g=3, h=4)])).rejected == []
+        await store.reset_attribute_type(account, "d")
+        assert (await store.ingest(account, [event(e=1)])).rejected == []
+
+    async def opened() -> None:
+        store = open_store(store_url, max_attribute_names=4)
+        await store.open()
+        try:
+            await work(store)
+        finally:
+            await store.close()
+
+    run(opened())
+
+
 def test_attribute_types_are_listed_and_reset(store_run: Any) -> None:
     async def work(store: Store) -> None:
         account, other = await new_account(store), await new_account(store)
@@ -252,6 +303,76 @@ def test_the_migration_lists_old_types_and_forgets_built_in_ones(store_url: str)
             (a.name, a.type, a.first_seen_ms) for a in await store.attribute_types(account)
         ] == [("price", "number", None)]
         assert (await store.ingest(account, [event(user_agent="Mozilla/5.0")])).rejected == []
+
+    with_store(store_url, work)
+
+
+def test_the_migration_keeps_old_pixel_rows_replayable(store_url: str) -> None:
+    """From the schema before error-log rows said how they arrived: a pixel row (its query
+    without the key) replays as the pixel's, a JSON row as JSON; new rows carry their source."""
+    from trackway.errors_log import ErrorLog, error_document
+    from trackway.store.base import PIXEL
+    from trackway.store.queries import migration_files
+
+    insert = "INSERT INTO error_log (account_id, received_ms, error_type, errors, raw) VALUES"
+    logged = [
+        (1000, "missing_identifier", b"e=legacy_view&k=old-cookie&plan=pro"),
+        (1001, "parsing_error", b'{"event": "view", "cookie": '),
+    ]
+    if store_url.startswith("sqlite"):
+        package, last = "trackway.store.sqlite", 5
+        import sqlite3
+
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        for number, _, sql in migration_files(package):
+            if number <= last:
+                conn.executescript(sql)
+                conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("INSERT INTO accounts (uuid, name, created_ms) VALUES "
+                     "('7f0c3b4e-9a55-4a8e-9d7e-5b8f1e2a3c4d', 'old', 1)")  # fmt: skip
+        conn.executemany(insert + " (1, ?, ?, '{}', ?)", logged)
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        package, last = "trackway.store.postgres", 6
+        with psycopg.connect(store_url, autocommit=True) as pg:
+            pg.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_ms bigint NOT NULL)"
+            )
+            for number, name, sql in migration_files(package):
+                if number <= last:
+                    pg.execute(sql.encode())  # type: ignore[arg-type]
+                    pg.execute("INSERT INTO schema_migrations VALUES (%s, %s, 1)", (number, name))
+            pg.execute("INSERT INTO accounts (uuid, name, created_ms) VALUES "
+                       "('7f0c3b4e-9a55-4a8e-9d7e-5b8f1e2a3c4d', 'old', 1)")  # fmt: skip
+            for row in logged:
+                pg.execute(insert + " (1, %s, %s, '{}', %s)", row)  # type: ignore[arg-type]
+
+    async def work(store: Store) -> None:
+        from trackway.store.base import ErrorFilter
+
+        account = await store.find_account("old")
+        old = await store.error_page(account, ErrorFilter(), None, 10)
+        assert [(r.source, r.context) for r in old] == [(None, None), (None, None)]
+        assert [error_document(r)["source"] for r in old] == ["json", "pixel"]
+        outcome = await ErrorLog(store).replay(account, ids=[r.id for r in old])
+        assert [i for i, _ in outcome.replayed] == [old[1].id]
+        assert [(i, r.error_type) for i, r in outcome.failed] == [(old[0].id, "parsing_error")]
+        customer = await store.customer_by_identifier(account, "cookie", "old-cookie")
+        assert customer is not None
+        # New rows say how they came, with the pixel request's context.
+        context = {"user_agent": "UA", "ip": "203.0.113.1", "referrer": None}
+        rejection = Rejection(now_ms(), "missing_identifier", {"base": ["x"]}, b"e=v", PIXEL,
+                              context)  # fmt: skip
+        await store.ingest(account, [], [rejection, Rejection(now_ms(), "parsing_error", {}, b"{")])
+        new = await store.error_page(account, ErrorFilter(start_ms=2000), None, 10)
+        assert sorted((r.source, r.context) for r in new) == [  # type: ignore[type-var]
+            ("json", None),
+            ("pixel", context),
+        ]
 
     with_store(store_url, work)
 
@@ -487,5 +608,52 @@ def test_rotated_key_keeps_working_for_its_grace_period(store_run: Any) -> None:
         assert (await store.credential(hash_key("u2"))) is not None
         await store.replace_key(account, "event", hash_key("e2"), grace_ms=0)
         assert await store.credential(hash_key("graceful-e")) is None
+
+    store_run(work)
+
+
+def test_rotation_without_grace_cuts_keys_still_in_an_earlier_grace_period(
+    store_run: Any,
+) -> None:
+    async def work(store: Store) -> None:
+        account, other = await new_account(store, "leaky"), await new_account(store)
+        await store.replace_key(account, "event", hash_key("e2"), grace_ms=3_600_000)
+        await store.replace_key(account, "event", hash_key("e3"), grace_ms=3_600_000)
+        for key in ("leaky-e", "e2", "e3", "leaky-u"):
+            assert await store.credential(hash_key(key)) is not None, key
+        await store.replace_key(account, "event", hash_key("e4"), grace_ms=0)
+        for key in ("leaky-e", "e2", "e3"):
+            assert await store.credential(hash_key(key)) is None, key
+        assert await store.credential(hash_key("e4")) is not None
+        assert await store.credential(hash_key("leaky-u")) is not None  # the other kind stays
+        assert await store.credential(hash_key(other.name + "-e")) is not None
+
+        # A shorter grace bounds a longer one; a longer grace never lengthens a shorter one.
+        await store.replace_key(account, "user", hash_key("u2"), grace_ms=3_600_000)
+        await store.replace_key(account, "user", hash_key("u3"), grace_ms=1)
+        await asyncio.sleep(0.01)
+        assert await store.credential(hash_key("leaky-u")) is None
+        assert await store.credential(hash_key("u2")) is None
+        await store.replace_key(account, "user", hash_key("u4"), grace_ms=3_600_000)
+        assert await store.credential(hash_key("u3")) is not None
+        await store.replace_key(account, "user", hash_key("u5"), grace_ms=0)
+        assert await store.credential(hash_key("u3")) is None
+
+    store_run(work)
+
+
+def test_revoke_key_cuts_one_named_key(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account, other = await new_account(store, "revoking"), await new_account(store)
+        await store.replace_key(account, "event", hash_key("e2"), grace_ms=3_600_000)
+        assert await store.revoke_key(other, hash_key("revoking-e")) is None  # not its key
+        assert await store.credential(hash_key("revoking-e")) is not None
+        assert await store.revoke_key(account, hash_key("revoking-e")) == "event"
+        assert await store.credential(hash_key("revoking-e")) is None
+        assert await store.credential(hash_key("e2")) is not None
+        assert await store.revoke_key(account, hash_key("revoking-e")) is None  # already
+        assert await store.revoke_key(account, hash_key("revoking-u")) == "user"  # the current
+        assert await store.credential(hash_key("revoking-u")) is None
+        assert await store.revoke_key(account, hash_key("no-such-key")) is None
 
     store_run(work)

@@ -711,3 +711,58 @@ def test_decode_event_body_takes_the_bound():
     with pytest.raises(EventRejected):
         decode_event_body(raw.encode(), RECEIVED)
     assert decode_event_body(raw.encode(), RECEIVED, max_ahead_ms=None).timestamp.startswith("2099")
+
+
+# -- bounds of what one event may carry ------------------------------------------------------
+
+TOO_MANY = "are too many: {} fields (maximum is {} per event)"
+
+
+def with_attributes(count: int, **known: Any) -> dict[str, Any]:
+    """A body of `count` top-level fields: event, cookie, and custom attributes."""
+    body: dict[str, Any] = {"event": "view", "cookie": "k", **known}
+    body.update({f"a{i}": i for i in range(count - len(body))})
+    assert len(body) == count
+    return body
+
+
+def test_a_body_of_1000_fields_is_accepted_and_1001_refused_naming_the_bound():
+    assert validate_event(with_attributes(1000), RECEIVED).body["a997"] == 997
+    refused = rejected(with_attributes(1001))
+    assert refused.error_type == "invalid_event_attributes"
+    assert refused.errors == {"attributes": [TOO_MANY.format(1001, 1000)]}
+
+
+def test_fifty_thousand_attribute_names_are_refused():
+    refused = rejected(with_attributes(50_000))
+    assert refused.errors == {"attributes": [TOO_MANY.format(50_000, 1000)]}
+
+
+def test_the_bound_of_fields_is_a_parameter_on_both_paths():
+    body = with_attributes(6)
+    assert validate_event(dict(body), RECEIVED, max_attributes=6).event == "view"
+    for secret in (None, "s3cret"):  # the fast path, and (verification on) every rule
+        with pytest.raises(EventRejected) as info:
+            validate_event(dict(body), RECEIVED, secret, max_attributes=5)
+        assert info.value.errors["attributes"] == [TOO_MANY.format(6, 5)]
+    raw = json.dumps(body).encode()
+    with pytest.raises(EventRejected):
+        decode_event_body(raw, RECEIVED, max_attributes=5)
+
+
+def test_the_bound_of_fields_is_named_beside_other_broken_rules():
+    refused = rejected({**with_attributes(1001), "email": "not an email"})
+    assert refused.error_type == "invalid_email"  # the first broken rule counts
+    assert refused.errors["attributes"] == [TOO_MANY.format(1002, 1000)]
+
+
+def test_a_subscription_group_id_of_255_characters_is_fine_and_256_refused():
+    def body(length: int) -> dict[str, Any]:
+        groups = [{"id": "g", "subscribed": True}, {"id": "x" * length, "subscribed": False}]
+        return {"event": "subscription_update", "cookie": "k", "subscription_groups": groups}
+
+    assert validate_event(body(255), RECEIVED).body["subscription_groups"][1]["id"] == "x" * 255
+    refused = rejected(body(256))
+    assert refused.error_type == "invalid_event_attributes"
+    assert refused.errors == {"subscription_groups": ["id is too long (maximum is 255 characters)"]}
+    assert rejected(body(100_000)).errors == refused.errors

@@ -111,9 +111,11 @@ VALID: dict[str, list[Any]] = {
 }
 
 
-def full_rules(body: dict[str, Any], correct: bool = True) -> events.AcceptedEvent | None:
+def full_rules(
+    body: dict[str, Any], correct: bool = True, bound: int = events.MAX_EVENT_ATTRIBUTES
+) -> events.AcceptedEvent | None:
     try:
-        return events._check_every_rule(body, RECEIVED, None, correct, AHEAD)
+        return events._check_every_rule(body, RECEIVED, None, correct, AHEAD, bound)
     except EventRejected:
         return None
 
@@ -134,14 +136,16 @@ def assert_same(fast: events.AcceptedEvent, full: events.AcceptedEvent, body: di
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body=bodies(), correct=st.booleans())
+@given(body=bodies(), correct=st.booleans(), bound=st.sampled_from([1, 2, 3, 5, 8, 1000]))
 def test_the_fast_path_accepts_only_what_the_rules_accept_and_alike(
-    body: dict[str, Any], correct: bool
+    body: dict[str, Any], correct: bool, bound: int
 ) -> None:
-    fast = events._accept_common(dict(body), RECEIVED, correct, AHEAD)
+    """Also under a bound of fields per event (--max-event-attributes) as small as the
+    bodies drawn, so that both paths meet it."""
+    fast = events._accept_common(dict(body), RECEIVED, correct, AHEAD, bound)
     if fast is None:
         return
-    full = full_rules(dict(body), correct)
+    full = full_rules(dict(body), correct, bound)
     assert full is not None, f"the fast path accepted what the rules refuse: {body!r}"
     assert_same(fast, full, body)
 
@@ -162,7 +166,7 @@ COMMON = [
 
 @pytest.mark.parametrize("body", COMMON)
 def test_common_bodies_take_the_fast_path(body: dict[str, Any]) -> None:
-    fast = events._accept_common(dict(body), RECEIVED, True, AHEAD)
+    fast = events._accept_common(dict(body), RECEIVED, True, AHEAD, events.MAX_EVENT_ATTRIBUTES)
     assert fast is not None
     full = full_rules(dict(body))
     assert full is not None

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trackway.domain.errors import EventRejected
-from trackway.domain.events import AcceptedEvent, custom_attribute_types, type_mismatch
+from trackway.domain.events import (
+    AcceptedEvent,
+    custom_attribute_types,
+    too_many_attribute_names,
+    type_mismatch,
+)
 from trackway.domain.identity import IdentityResolver, Merge, Profile, identifiers_of
 
 log = logging.getLogger("trackway.identity")
@@ -38,6 +43,19 @@ class Lookups:
     attribute_types: dict[str, str]
     identifiers: dict[tuple[str, str], str]
     profiles: dict[str, Profile]
+    # How many attribute names the account has fixed; counted only when the batch brings new
+    # ones (names_to_count), None otherwise.
+    attribute_name_count: int | None = None
+
+
+# Attribute names an account may fix at most (a setting: --max-attribute-names).
+MAX_ATTRIBUTE_NAMES = 10_000
+
+
+def names_to_count(needed: LookupsNeeded, fixed: dict[str, str]) -> bool:
+    """Whether the batch brings attribute names the account has not fixed yet, so that the
+    store must count the names it has (the steady state, only known names, counts nothing)."""
+    return len(fixed) < len(needed.attribute_names)
 
 
 @dataclass(slots=True)
@@ -116,18 +134,24 @@ def lookups_needed(events: Sequence[AcceptedEvent]) -> LookupsNeeded:
 
 
 def plan_account(
-    account_id: int, entries: Sequence[Entry], lookups: Lookups, new_uuid: Callable[[], str]
+    account_id: int,
+    entries: Sequence[Entry],
+    lookups: Lookups,
+    new_uuid: Callable[[], str],
+    max_attribute_names: int = MAX_ATTRIBUTE_NAMES,
 ) -> AccountPlan:
     plan = AccountPlan(account_id)
     seen = set(lookups.existing_uuids)
     types = dict(lookups.attribute_types)
+    # Room for new names: the bound less what the account has (and what the batch adds).
+    room = _NameRoom(max_attribute_names, lookups.attribute_name_count or 0)
     accepted: list[AcceptedEvent] = []
     for entry in entries:
         event = entry[2]
         if event.event_uuid in seen:
             plan.duplicates.append(entry)
             continue
-        rejection = _check_types(event, types, plan.new_attribute_types)
+        rejection = _check_types(event, types, plan.new_attribute_types, room)
         if rejection is not None:
             plan.rejected.append((entry, rejection))
             continue
@@ -142,16 +166,28 @@ def plan_account(
     return plan
 
 
+@dataclass(slots=True)
+class _NameRoom:
+    bound: int
+    used: int
+
+
 def _check_types(
-    event: AcceptedEvent, types: dict[str, str], new: list[tuple[str, str]]
+    event: AcceptedEvent, types: dict[str, str], new: list[tuple[str, str]], room: _NameRoom
 ) -> EventRejected | None:
     pairs = attribute_types_of(event)
+    fresh = []
     for name, kind in pairs:
         fixed = types.get(name)
-        if fixed is not None and fixed != kind:
+        if fixed is None:
+            fresh.append((name, kind))
+        elif fixed != kind:
             return type_mismatch(name, fixed, kind)
-    for name, kind in pairs:
-        if name not in types:
+    if fresh:
+        if room.used + len(fresh) > room.bound:
+            return too_many_attribute_names(len(fresh), room.used, room.bound)
+        room.used += len(fresh)
+        for name, kind in fresh:
             types[name] = kind
             new.append((name, kind))
     return None

@@ -66,6 +66,10 @@ MAX_IDENTIFIER = 255
 MAX_EMAIL = 254
 MAX_ATTRIBUTE_NAME = 100
 MAX_NESTING = 32
+MAX_SUBSCRIPTION_GROUP_ID = 255
+# Top-level fields one event may carry, the known ones included (a setting:
+# --max-event-attributes): each new custom name fixes a type for its account.
+MAX_EVENT_ATTRIBUTES = 1000
 _LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 BLANK = "can't be blank"
@@ -195,9 +199,14 @@ def decode_event_body(
     verification_secret: str | None = None,
     *,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> AcceptedEvent:
     return validate_event(
-        parse_json_object(raw), received_ms, verification_secret, max_ahead_ms=max_ahead_ms
+        parse_json_object(raw),
+        received_ms,
+        verification_secret,
+        max_ahead_ms=max_ahead_ms,
+        max_attributes=max_attributes,
     )
 
 
@@ -226,8 +235,14 @@ _MAX_VALID_NAMES = 10_000
 
 
 def _accept_common(
-    body: dict[str, Any], received_ms: int, correct_clock_skew: bool, max_ahead_ms: int | None
+    body: dict[str, Any],
+    received_ms: int,
+    correct_clock_skew: bool,
+    max_ahead_ms: int | None,
+    max_attributes: int,
 ) -> AcceptedEvent | None:
+    if len(body) > max_attributes:
+        return None
     types: list[tuple[str, str]] = []
     for name, value in body.items():
         if name in _TYPED_FIELDS:
@@ -395,17 +410,21 @@ def validate_event(
     *,
     correct_clock_skew: bool = True,
     max_ahead_ms: int | None = MAX_AHEAD_MS,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> AcceptedEvent:
     """Check every rule; collect all field errors, count the first broken rule's type.
     `correct_clock_skew=False` (import of history: the event was sent long before we read
     it) keeps the timestamp as given even when the event carries `sent_at`. A timestamp more
-    than `max_ahead_ms` after `received_ms` (after the correction) is refused; None: no bound."""
+    than `max_ahead_ms` after `received_ms` (after the correction) is refused; None: no bound.
+    A body of more than `max_attributes` top-level fields is refused."""
     if verification_secret is None:
-        accepted = _accept_common(body, received_ms, correct_clock_skew, max_ahead_ms)
+        accepted = _accept_common(
+            body, received_ms, correct_clock_skew, max_ahead_ms, max_attributes
+        )
         if accepted is not None:
             return accepted
     return _check_every_rule(
-        body, received_ms, verification_secret, correct_clock_skew, max_ahead_ms
+        body, received_ms, verification_secret, correct_clock_skew, max_ahead_ms, max_attributes
     )
 
 
@@ -415,6 +434,7 @@ def _check_every_rule(
     verification_secret: str | None,
     correct_clock_skew: bool,
     max_ahead_ms: int | None,
+    max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> AcceptedEvent:
     """The rules, one by one, with every message: the reference that _accept_common must
     agree with, and the path of every event it does not take."""
@@ -557,6 +577,9 @@ def _check_every_rule(
             reject(name, NOT_VALID, "invalid_event_attributes")
 
     _check_subscription_groups(body.get("subscription_groups"), reject)
+    if len(body) > max_attributes:
+        reject("attributes", too_many_attributes(len(body), max_attributes),
+               "invalid_event_attributes")  # fmt: skip
     _check_attributes(body, reject)
 
     if errors:
@@ -804,6 +827,32 @@ def _check_subscription_groups(groups: Any, reject: Any) -> None:
         ):
             reject("subscription_groups", message, "invalid_user_attributes")
             return
+    for group in groups:
+        if len(group["id"]) > MAX_SUBSCRIPTION_GROUP_ID:
+            reject(
+                "subscription_groups",
+                f"id is too long (maximum is {MAX_SUBSCRIPTION_GROUP_ID} characters)",
+                "invalid_event_attributes",
+            )
+            return
+
+
+def too_many_attributes(count: int, bound: int) -> str:
+    return f"are too many: {count} fields (maximum is {bound} per event)"
+
+
+def too_many_attribute_names(new: int, fixed: int, bound: int) -> EventRejected:
+    """The store's refusal of an event whose new custom attribute names would take its
+    account past its bound of names (a setting: --max-attribute-names)."""
+    return EventRejected(
+        "invalid_event_attributes",
+        {
+            "attributes": [
+                f"would add {new} new attribute {'name' if new == 1 else 'names'} to the "
+                f"{fixed} the account has (maximum is {bound} per account)"
+            ]
+        },
+    )
 
 
 def _check_attributes(body: dict[str, Any], reject: Any) -> None:

@@ -43,6 +43,14 @@ def pixel_key(parameters: list[tuple[str, str]]) -> str | None:
     return None
 
 
+def request_context(
+    *, user_agent: str | None, ip: str | None, referrer: str | None
+) -> dict[str, str | None]:
+    """What the pixel's request adds to its event, as pixel_body takes it (and the error log
+    keeps it for a replay)."""
+    return {"user_agent": user_agent, "ip": ip, "referrer": referrer}
+
+
 def pixel_body(
     parameters: list[tuple[str, str]],
     *,

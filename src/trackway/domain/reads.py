@@ -94,6 +94,21 @@ def summary_range(start_raw: Any, end_raw: Any, now_ms: int) -> tuple[int, int]:
     return start, end
 
 
+def check_summary_bounds(params: dict[str, Any]) -> None:
+    """Each bound valid on its own (the query parameters under a POST body that overrides
+    them: every parameter given is checked where it is given)."""
+    parse_summary_bound(params.get("timestamp_start"), "timestamp_start", end=False)
+    parse_summary_bound(params.get("timestamp_end"), "timestamp_end", end=True)
+
+
+def check_history_parameters(params: dict[str, Any]) -> None:
+    """event_name and limit valid when given (the query under a POST body, likewise)."""
+    name = params.get("event_name")
+    if name is not None and name != "":
+        history_name(name)
+    parse_limit(params.get("limit"), default=HISTORY_MAX, maximum=HISTORY_MAX)
+
+
 def _day_start_ms(day: date) -> int:
     return (day - _EPOCH_DAY).days * DAY_MS
 

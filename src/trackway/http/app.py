@@ -76,7 +76,11 @@ async def healthz(request: Request) -> Response:
 
 def create_app(settings: Settings, store: Store | None = None) -> Any:
     """The app on `store` (default: the one settings.database_url names)."""
-    trackway = Trackway(store or open_store(settings.database_url), settings)
+    trackway = Trackway(
+        store
+        or open_store(settings.database_url, max_attribute_names=settings.max_attribute_names),
+        settings,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -27,12 +27,20 @@ HTML = "text/html"
 
 def _filters() -> list[dict[str, Any]]:
     return [
-        _query("type", {"type": "string", "enum": list(ERROR_TYPES)}, "Only this error type."),
-        _query("day", _string(format="date"), "Only errors received on this UTC day."),
+        _query(
+            "type",
+            {"type": "string", "enum": [*ERROR_TYPES, ""]},
+            "Only this error type (empty: every type).",
+        ),
+        _query(
+            "day",
+            {"anyOf": [_string(format="date"), {"type": "string", "maxLength": 0}]},
+            "Only errors received on this UTC day (YYYY-MM-DD; empty: any day).",
+        ),
         _query(
             "status",
-            {"type": "string", "enum": ["pending", "replayed", "all"], "default": "all"},
-            "pending: not replayed yet; replayed: stored as events by a replay.",
+            {"type": "string", "enum": ["pending", "replayed", "all", ""], "default": "all"},
+            "pending: not replayed yet; replayed: stored as events by a replay (empty: all).",
         ),
     ]
 
@@ -97,7 +105,27 @@ def paths() -> dict[str, Any]:
                     ),
                 ],
                 "responses": {
-                    "200": _answer("The stream.", _string(), media_type="text/event-stream"),
+                    "200": {
+                        **_answer(
+                            "The stream: text, one message per event; each message's `data:` "
+                            "line is the JSON text of an object, the event as show_events "
+                            "returns it (x-message-schema).",
+                            _string(),
+                            media_type="text/event-stream",
+                        ),
+                        "x-message-schema": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "integer", "description": "The cursor."},
+                                "event": {"type": "string", "enum": ["ready"]},
+                                "data": {
+                                    "type": "object",
+                                    "description": "The event (JSON text on the wire).",
+                                    "additionalProperties": True,
+                                },
+                            },
+                        },
+                    },
                     **read_common,
                 },
             }
@@ -129,7 +157,11 @@ def paths() -> dict[str, Any]:
                         },
                         "Rows a page (format=json).",
                     ),
-                    _query("before", _string(), "The `next` of the previous page."),
+                    _query(
+                        "before",
+                        _string(pattern=r"^[0-9]{1,18}:[0-9]{1,18}$"),
+                        "The `next` of the previous page (RECEIVED_MS:ID).",
+                    ),
                 ],
                 "responses": {
                     "200": {
@@ -228,6 +260,24 @@ def schemas() -> dict[str, Any]:
                 "replayed_at": nullable_time,
                 "replayed_event_uuid": {"type": "string", "nullable": True},
                 "retried_at": nullable_time,
+                "source": {
+                    "type": "string",
+                    "enum": ["json", "pixel"],
+                    "description": "How `raw` arrived, and how a replay reads it: json (a body "
+                    "of /api/v1/event or /bulkevents, an import line, an event the store "
+                    "refused) or pixel (the query string of GET /unity.gif, without its key).",
+                },
+                "context": {
+                    "type": "object",
+                    "nullable": True,
+                    "description": "Of a pixel row: the user agent, IP and referrer of its "
+                    "request, which a replay fills in as the pixel did.",
+                    "properties": {
+                        "user_agent": {"type": "string", "nullable": True},
+                        "ip": {"type": "string", "nullable": True},
+                        "referrer": {"type": "string", "nullable": True},
+                    },
+                },
             },
         },
         "ErrorPage": {

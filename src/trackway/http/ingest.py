@@ -31,6 +31,7 @@ from trackway.domain.pixel import (
     pixel_body,
     pixel_key,
     pixel_parameters,
+    request_context,
 )
 from trackway.domain.timestamps import now_ms
 from trackway.http.auth import NotAuthorized, key_from_authorization
@@ -45,7 +46,7 @@ from trackway.http.errors import (
 from trackway.http.middleware import REQUEST_IDS, ASGIApp, RequestContext, access_log
 from trackway.service import Trackway
 from trackway.settings import Settings
-from trackway.store.base import Credential, Rejection
+from trackway.store.base import PIXEL, Credential, Rejection
 
 log = logging.getLogger("trackway.http")
 
@@ -340,21 +341,23 @@ class IngestEndpoints:
         if credential is None:
             return
         client = scope.get("client")
+        context = request_context(
+            user_agent=user_agent.decode("latin-1") if user_agent else None,
+            ip=client[0] if client else None,
+            referrer=referrer.decode("latin-1") if referrer else None,
+        )
         try:
-            body = pixel_body(
-                parameters,
-                user_agent=user_agent.decode("latin-1") if user_agent else None,
-                ip=client[0] if client else None,
-                referrer=referrer.decode("latin-1") if referrer else None,
-            )
+            body = pixel_body(parameters, **context)
         except EventRejected as rejected:
             raw = logged_query(parameters)
             await self.trackway.log_rejections(
                 credential.account,
-                [Rejection(now_ms(), rejected.error_type, rejected.errors, raw)],
+                [Rejection(now_ms(), rejected.error_type, rejected.errors, raw, PIXEL, context)],
             )
             return
-        await self.trackway.ingest_pixel(credential.account, body, logged_query(parameters))
+        await self.trackway.ingest_pixel(
+            credential.account, body, logged_query(parameters), context
+        )
 
     # -- anything else -------------------------------------------------------------------------
 

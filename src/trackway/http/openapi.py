@@ -98,16 +98,30 @@ _CUSTOMER_UUID = {
     "schema": _string(minLength=1),
 }
 
+# An event name: no `.`, no whitespace, not a number (is_valid_event_name).
+EVENT_NAME_PATTERN = (
+    r"^(?![+-]?(?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?$)"
+    r"[^.\s\u0000-\u001f\u007f]{1,64}$"
+)
+# Instants and days from 1970 on (none is stored before; earlier ones are refused).
+_FROM_1970 = r"^(?:19[7-9][0-9]|[2-9][0-9]{3})-"
+# An empty parameter counts as absent.
+_EMPTY = {"type": "string", "maxLength": 0}
+_INSTANT = _string(format="date-time", pattern=_FROM_1970)
 _RANGE = [
     _query(
         "timestamp_start",
-        _string(format="date-time"),
-        "ISO 8601 instant; start of the range (inclusive).",
+        {"anyOf": [_INSTANT, _EMPTY]},
+        "ISO 8601 instant from 1970 on; start of the range (inclusive). Empty: absent.",
     ),
-    _query("timestamp_end", _string(format="date-time"), "ISO 8601 instant; end of the range."),
+    _query(
+        "timestamp_end",
+        {"anyOf": [_INSTANT, _EMPTY]},
+        "ISO 8601 instant from 1970 on; end of the range, not before its start. Empty: absent.",
+    ),
 ]
 # summary.json's bounds may also be days: the whole UTC day, the end day included.
-_SUMMARY_BOUND = {"anyOf": [_string(format="date-time"), _string(format="date")]}
+_SUMMARY_BOUND = {"anyOf": [_INSTANT, _string(format="date", pattern=_FROM_1970), _EMPTY]}
 _SUMMARY_RANGE = [
     _query(
         "timestamp_start",
@@ -126,7 +140,12 @@ _SUMMARY_RANGE = [
 
 def _history_parameters(required: bool) -> list[dict[str, Any]]:
     return [
-        _query("event_name", _string(minLength=1, maxLength=64), "The event name.", required),
+        _query(
+            "event_name",
+            _string(minLength=1, maxLength=64, pattern=EVENT_NAME_PATTERN),
+            "The event name (no `.`, no whitespace, not a number: 422 otherwise).",
+            required,
+        ),
         _query(
             "limit",
             {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX, "default": HISTORY_MAX},
@@ -140,7 +159,10 @@ def _schemas(settings: Settings) -> dict[str, Any]:
     identifier = {"oneOf": [{"type": "string"}, {"type": "number"}]}
     event_properties = {
         "event": _string(
-            "The event name: no `.`, no whitespace, not numeric.", minLength=1, maxLength=64
+            "The event name: no `.`, no whitespace, not numeric.",
+            minLength=1,
+            maxLength=64,
+            pattern=EVENT_NAME_PATTERN,
         ),
         "event_uuid": _string("RFC 4122 UUID; generated when absent.", format="uuid"),
         "customer_id": {**identifier, "description": "The customer's id in your systems."},
@@ -174,7 +196,10 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "items": {
                 "type": "object",
                 "required": ["id", "subscribed"],
-                "properties": {"id": _string(minLength=1), "subscribed": {"type": "boolean"}},
+                "properties": {
+                    "id": _string(minLength=1, maxLength=255),
+                    "subscribed": {"type": "boolean"},
+                },
             },
         },
     }
@@ -221,10 +246,15 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                 "device_id, cookie) are required. The fields Trackway reads or fills are typed "
                 "by its rules (these, and what a read adds: account_uuid, user_uuid, "
                 "timestamp_epoch, …); every other key is a custom attribute, kept as sent (the "
-                "first type seen for a name is fixed for the account: /api/v1/attributes)."
+                "first type seen for a name is fixed for the account: /api/v1/attributes). "
+                f"At most {settings.max_event_attributes} fields in all "
+                "(--max-event-attributes); an event whose new custom names would take its "
+                f"account past {settings.max_attribute_names} names (--max-attribute-names) is "
+                "refused: 400, invalid_event_attributes."
             ),
             "required": ["event"],
             "properties": event_properties,
+            "maxProperties": settings.max_event_attributes,
             "additionalProperties": True,
         },
         "Bulk": {
@@ -479,13 +509,21 @@ def _paths(settings: Settings) -> dict[str, Any]:
     }
     summary = {
         "200": _answer("One bucket per UTC day of the range.", _ref("Summary")),
-        "400": _BAD_PARAMETERS,
+        "400": _answer(
+            "A bound is not an instant or day from 1970 on, the end is before the start, or "
+            f"the range is longer than {SUMMARY_MAX_DAYS} days: {{FIELD: [MESSAGE]}}.",
+            _ref("Errors"),
+        ),
     }
     params_body = {
-        "event_name": _string(minLength=1, maxLength=64),
+        "event_name": _string(minLength=1, maxLength=64, pattern=EVENT_NAME_PATTERN),
         "limit": {"type": "integer", "minimum": 1, "maximum": HISTORY_MAX},
     }
-    range_body = {"timestamp_start": _SUMMARY_BOUND, "timestamp_end": _SUMMARY_BOUND}
+    # null in a body: the field is not given.
+    range_body = {
+        "timestamp_start": {**_SUMMARY_BOUND, "nullable": True},
+        "timestamp_end": {**_SUMMARY_BOUND, "nullable": True},
+    }
     return {
         "/api/v1/event": {
             "post": {
@@ -660,7 +698,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "post": {
                 "operationId": "eventHistoryPost",
                 "summary": "The latest events of one name (parameters in a JSON body)",
-                "description": "Fields of the JSON body override the query parameters.",
+                "description": (
+                    "Fields of the JSON body override the query parameters; a query parameter "
+                    "is checked all the same. null in the body: not given."
+                ),
                 "tags": ["events"],
                 "parameters": _history_parameters(required=False),
                 "requestBody": _json_body(
@@ -688,6 +729,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
             "post": {
                 "operationId": "eventSummaryPost",
                 "summary": "Events and errors per UTC day (parameters in a JSON body)",
+                "description": (
+                    "Fields of the JSON body override the query parameters; a query parameter "
+                    "is checked all the same. null in the body: not given."
+                ),
                 "tags": ["events"],
                 "parameters": _SUMMARY_RANGE,
                 "requestBody": _json_body(

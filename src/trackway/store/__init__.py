@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
 from trackway.domain.errors import DatabaseMissing, StoreUnavailable
 from trackway.store.base import (
     Account,
@@ -33,17 +34,18 @@ __all__ = [
 _HINT = "give --database or TRACKWAY_DATABASE_URL"
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, max_attribute_names: int = MAX_ATTRIBUTE_NAMES) -> Store:
     """A store for `sqlite:///relative/path`, `sqlite:////absolute/path` or
-    `postgresql://user:password@host:port/database`; not yet opened."""
+    `postgresql://user:password@host:port/database`; not yet opened. An event that would take
+    its account past `max_attribute_names` custom attribute names is refused."""
     if url.startswith("sqlite://"):
         from trackway.store.sqlite.store import SQLiteStore, path_from_url
 
-        return SQLiteStore(path_from_url(url))
+        return SQLiteStore(path_from_url(url), max_attribute_names=max_attribute_names)
     if url.startswith(("postgresql://", "postgres://")):
         from trackway.store.postgres.store import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, max_attribute_names=max_attribute_names)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://…")
 
 

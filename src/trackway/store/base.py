@@ -39,6 +39,14 @@ class Rejection:
     error_type: str
     errors: dict[str, list[str]]
     raw: bytes
+    # How `raw` arrived: JSON; or PIXEL, the query string of GET /unity.gif (without its key),
+    # with the request's user agent, IP and referrer in `context`.
+    source: str = "json"
+    context: dict[str, Any] | None = None
+
+
+JSON = "json"
+PIXEL = "pixel"
 
 
 @dataclass(slots=True)
@@ -121,6 +129,9 @@ class LoggedError:
     replayed_event_uuid: str | None = None
     # The last replay attempt, passed or not.
     retried_ms: int | None = None
+    # How the payload arrived (Rejection.source, .context); None: logged before rows said.
+    source: str | None = None
+    context: dict[str, Any] | None = None
 
 
 class Store(Protocol):
@@ -156,7 +167,12 @@ class Store(Protocol):
     async def replace_key(
         self, account: Account, kind: str, key_hash: str, grace_ms: int = 0
     ) -> None:
-        """A new current key of `kind`; the current one keeps working `grace_ms` more."""
+        """A new current key of `kind`; every key of that kind still valid (the current one,
+        and any still in an earlier grace period) keeps working at most `grace_ms` more."""
+
+    async def revoke_key(self, account: Account, key_hash: str) -> str | None:
+        """The account's key with this hash stops working now; its kind, or None when the
+        account has no such key still valid."""
 
     async def set_verification_secret(self, account: Account, secret: str | None) -> None: ...
 
@@ -301,8 +317,8 @@ def count_outcomes(
 # Raw bodies kept in the error log are cut at this size.
 MAX_RAW_BYTES = 64 * 1024
 
-# account id, received ms, error type, errors (JSON), raw body
-ErrorLogRow = tuple[int, int, str, bytes, bytes]
+# account id, received ms, error type, errors (JSON), raw body, source, context (JSON or None)
+ErrorLogRow = tuple[int, int, str, bytes, bytes, str, bytes | None]
 
 
 def error_log_rows(
@@ -324,13 +340,16 @@ def error_log_rows(
                     rejection.error_type,
                     encode(rejection.errors),
                     encode(event.body)[:MAX_RAW_BYTES],
+                    JSON,
+                    None,
                 )
             )
     for job in jobs:
         for r in job.rejections:
+            context = None if r.context is None else encode(r.context)
             rows.append(
                 (job.account_id, r.received_ms, r.error_type, encode(r.errors),
-                 r.raw[:MAX_RAW_BYTES])
+                 r.raw[:MAX_RAW_BYTES], r.source, context)
             )  # fmt: skip
     return rows
 

@@ -26,6 +26,7 @@ from trackway.errors_log import (
     replay_ids,
 )
 from trackway.http.auth import CHALLENGE, NotAuthorized, PermissionDenied
+from trackway.http.errors import MethodNotAllowed
 from trackway.http.routes.common import json_response, parameters, trackway_of, user_account
 from trackway.store.base import Account
 
@@ -140,6 +141,8 @@ async def list_errors(request: Request) -> Response:
 async def one_error(request: Request) -> Response:
     account = await user_account(request)
     text = request.path_params["id"]
+    if text == "replay":  # POST only: GET /api/v1/errors/replay is not a row's id
+        raise MethodNotAllowed("POST")
     found = text.isascii() and text.isdigit() and len(text) < 19
     row = await ErrorLog(trackway_of(request).store).one(account, int(text)) if found else None
     if row is None:
@@ -167,7 +170,7 @@ async def replay(request: Request) -> Response:
     params = await parameters(request)
     ids = replay_ids(params.get("ids"))
     trackway = trackway_of(request)
-    log = ErrorLog(trackway.store, trackway.max_ahead_ms)
+    log = ErrorLog(trackway.store, trackway.max_ahead_ms, trackway.max_attributes)
     if ids is not None:
         outcome = await log.replay(account, ids=ids)
     elif params.get("type") or params.get("day") or params.get("all") is True:

@@ -9,16 +9,21 @@ from starlette.routing import Route
 from trackway.http.routes.common import json_response, parameters, trackway_of, user_account
 
 
+def _query_under_the_body(request: Request) -> dict[str, str] | None:
+    """On POST, the query parameters the body may override: each is checked all the same."""
+    return dict(request.query_params) if request.method == "POST" else None
+
+
 async def history(request: Request) -> Response:
     account = await user_account(request)
-    return json_response(
-        await trackway_of(request).event_history(account, await parameters(request))
-    )
+    params, query = await parameters(request), _query_under_the_body(request)
+    return json_response(await trackway_of(request).event_history(account, params, query))
 
 
 async def summary(request: Request) -> Response:
     account = await user_account(request)
-    return json_response(await trackway_of(request).summary(account, await parameters(request)))
+    params, query = await parameters(request), _query_under_the_body(request)
+    return json_response(await trackway_of(request).summary(account, params, query))
 
 
 routes = [

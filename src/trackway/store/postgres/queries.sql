@@ -70,6 +70,9 @@ UNION ALL
 SELECT 'i', f.kind, f.value, f.customer_uuid, l.*
 FROM found AS f LEFT JOIN locked AS l ON l.uuid = f.customer_uuid
 
+-- name: count_attribute_types
+SELECT count(*) FROM attribute_types WHERE account_id = %s
+
 -- name: insert_attribute_types
 -- created_ms: when the writer fixes the types.
 INSERT INTO attribute_types (account_id, name, type, created_ms)
@@ -151,8 +154,9 @@ SELECT a, n, n, t, c FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bigin
 ON CONFLICT (account_id, name) DO NOTHING
 
 -- name: insert_error_log
-INSERT INTO error_log (account_id, received_ms, error_type, errors, raw)
-SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[], %b::bytea[])
+INSERT INTO error_log (account_id, received_ms, error_type, errors, raw, source, context)
+SELECT * FROM unnest(%b::bigint[], %b::bigint[], %b::text[], %b::jsonb[], %b::bytea[],
+                     %b::text[], %b::jsonb[])
 
 -- name: add_error_daily
 INSERT INTO error_daily (account_id, day, error_type, count)
@@ -171,7 +175,15 @@ INSERT INTO accounts (uuid, name, created_ms) VALUES (%s, %s, %s) RETURNING id
 INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (%s, %s, %s, %s)
 
 -- name: expire_keys
-UPDATE api_keys SET expires_ms = %s WHERE account_id = %s AND kind = %s AND expires_ms IS NULL
+-- Every key of the kind still valid past the new bound is cut to it, also one still in an
+-- earlier grace period: a rotation with grace 0 revokes them all.
+UPDATE api_keys SET expires_ms = %s
+WHERE account_id = %s AND kind = %s AND (expires_ms IS NULL OR expires_ms > %s)
+
+-- name: revoke_key
+UPDATE api_keys SET expires_ms = %s
+WHERE account_id = %s AND key_hash = %s AND (expires_ms IS NULL OR expires_ms > %s)
+RETURNING kind
 
 -- name: list_accounts
 SELECT id, uuid, name, created_ms, verification_secret FROM accounts ORDER BY id
@@ -290,7 +302,8 @@ ORDER BY id DESC LIMIT %s
 -- name: error_page
 -- Keyset pages, newest first. The two parameters before the limit: NULL for every row, true
 -- for pending rows, false for replayed ones.
-SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms,
+       source, context
 FROM error_log
 WHERE account_id = %s AND received_ms >= %s AND received_ms < %s
     AND (received_ms, id) < (%s, %s)
@@ -298,7 +311,8 @@ WHERE account_id = %s AND received_ms >= %s AND received_ms < %s
 ORDER BY received_ms DESC, id DESC LIMIT %s
 
 -- name: error_page_of_type
-SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms,
+       source, context
 FROM error_log
 WHERE account_id = %s AND error_type = %s AND received_ms >= %s AND received_ms < %s
     AND (received_ms, id) < (%s, %s)
@@ -321,7 +335,7 @@ SELECT count(*) FROM (
 
 -- name: errors_by_id
 SELECT e.id, e.received_ms, e.error_type, e.errors, e.raw, e.replayed_ms,
-       e.replayed_event_uuid, e.retried_ms
+       e.replayed_event_uuid, e.retried_ms, e.source, e.context
 FROM unnest(%s::bigint[]) AS w (id)
 JOIN error_log AS e ON e.id = w.id AND e.account_id = %s
 ORDER BY e.received_ms DESC, e.id DESC

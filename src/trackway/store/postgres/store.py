@@ -43,12 +43,14 @@ import psycopg
 import psycopg_pool
 
 from trackway.domain.batch import (
+    MAX_ATTRIBUTE_NAMES,
     Entry,
     IdentityWrites,
     Lookups,
     LookupsNeeded,
     identity_writes,
     lookups_needed,
+    names_to_count,
     plan_account,
 )
 from trackway.domain.errors import (
@@ -224,8 +226,17 @@ class _Job:
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, min_connections: int = 2, max_connections: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 2,
+        max_connections: int = 10,
+        max_attribute_names: int = MAX_ATTRIBUTE_NAMES,
+    ) -> None:
         self.url = url
+        # Custom attribute names one account may fix (the writer's bound).
+        self.max_attribute_names = max_attribute_names
         self._pool: psycopg_pool.AsyncConnectionPool | None = None
         self._min = min_connections
         self._max = max_connections
@@ -527,7 +538,13 @@ class PostgresStore:
         await conn.execute(Q["lock_batch"], (accounts, buckets or [], exclusive))
         pending = {a: await self._send_lookups(conn, a, n) for a, n in needed.items()}
         lookups = {a: await self._read_lookups(cursor) for a, cursor in pending.items()}
-        plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid) for a in needed}
+        for a, found in lookups.items():
+            if names_to_count(needed[a], found.attribute_types):
+                counted = await (await conn.execute(Q["count_attribute_types"], (a,))).fetchone()
+                assert counted is not None
+                found.attribute_name_count = int(counted[0])
+        bound = self.max_attribute_names
+        plans = {a: plan_account(a, grouped[a], lookups[a], new_event_uuid, bound) for a in needed}
         if not exclusive and any(
             p.new_attribute_types or (p.identity is not None and p.identity.merges)
             for p in plans.values()
@@ -600,6 +617,8 @@ class PostgresStore:
                 [r[2] for r in rows],
                 [r[3].decode() for r in rows],
                 [r[4] for r in rows],
+                [r[5] for r in rows],
+                [None if r[6] is None else r[6].decode() for r in rows],
             ),
         )
         daily = Counter((r[0], day_of_ms(r[1]), r[2]) for r in rows)
@@ -643,10 +662,20 @@ class PostgresStore:
         now = now_ms()
 
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind))
+            await conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind, now + grace_ms))
             await conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
 
         await self._transaction(work)
+
+    async def revoke_key(self, account: Account, key_hash: str) -> str | None:
+        now = now_ms()
+
+        async def work(conn: psycopg.AsyncConnection[Any]) -> str | None:
+            cursor = await conn.execute(Q["revoke_key"], (now, account.id, key_hash, now))
+            row = await cursor.fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._transaction(work)
 
     async def set_verification_secret(self, account: Account, secret: str | None) -> None:
         async def work(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -906,8 +935,10 @@ class PostgresStore:
 
 
 def _logged_error(row: tuple[Any, ...]) -> LoggedError:
-    i, received, error_type, errors, raw, replayed, uuids, retried = row
-    return LoggedError(i, received, error_type, errors, bytes(raw), replayed, uuids, retried)
+    i, received, error_type, errors, raw, replayed, uuids, retried, source, context = row
+    return LoggedError(
+        i, received, error_type, errors, bytes(raw), replayed, uuids, retried, source, context
+    )
 
 
 async def _customer(

@@ -9,7 +9,7 @@ ON CONFLICT (account_id, event_uuid) DO NOTHING
 RETURNING account_id, event_uuid
 
 -- name: insert_error_log_head
-INSERT INTO error_log (account_id, received_ms, error_type, errors, raw) VALUES
+INSERT INTO error_log (account_id, received_ms, error_type, errors, raw, source, context) VALUES
 
 -- name: add_standard_event_name
 INSERT INTO standard_event_names (name) VALUES (?) ON CONFLICT (name) DO NOTHING
@@ -26,7 +26,15 @@ INSERT INTO accounts (uuid, name, created_ms) VALUES (?, ?, ?)
 INSERT INTO api_keys (key_hash, account_id, kind, created_ms) VALUES (?, ?, ?, ?)
 
 -- name: expire_keys
-UPDATE api_keys SET expires_ms = ? WHERE account_id = ? AND kind = ? AND expires_ms IS NULL
+-- Every key of the kind still valid past the new bound is cut to it, also one still in an
+-- earlier grace period: a rotation with grace 0 revokes them all.
+UPDATE api_keys SET expires_ms = ?
+WHERE account_id = ? AND kind = ? AND (expires_ms IS NULL OR expires_ms > ?)
+
+-- name: revoke_key
+UPDATE api_keys SET expires_ms = ?
+WHERE account_id = ? AND key_hash = ? AND (expires_ms IS NULL OR expires_ms > ?)
+RETURNING kind
 
 -- name: list_accounts
 SELECT id, uuid, name, created_ms, verification_secret FROM accounts ORDER BY id
@@ -70,6 +78,9 @@ JOIN identifiers AS i
 -- name: profiles_by_uuid
 SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms
 FROM customers WHERE account_id = ? AND uuid IN ({marks})
+
+-- name: count_attribute_types
+SELECT count(*) FROM attribute_types WHERE account_id = ?
 
 -- name: attribute_types_of
 SELECT name, type FROM attribute_types WHERE account_id = ? AND name IN ({marks})
@@ -197,7 +208,8 @@ ORDER BY id DESC LIMIT ?
 -- name: error_page
 -- Keyset pages, newest first, from error_log_by_time (its rowid orders ties by id). The last
 -- two parameters: NULL for every row, 1 for pending rows, 0 for replayed ones.
-SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms,
+       source, context
 FROM error_log
 WHERE account_id = ? AND received_ms >= ? AND received_ms < ?
     AND received_ms <= ? AND (received_ms < ? OR id < ?)
@@ -207,7 +219,8 @@ ORDER BY received_ms DESC, id DESC LIMIT ?
 -- name: error_page_of_type
 -- The type's own index, even where the planner would walk the time index: a rare type would
 -- cost a walk over the whole log.
-SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms,
+       source, context
 FROM error_log INDEXED BY error_log_by_type
 WHERE account_id = ? AND error_type = ? AND received_ms >= ? AND received_ms < ?
     AND received_ms <= ? AND (received_ms < ? OR id < ?)
@@ -229,7 +242,8 @@ SELECT count(*) FROM (
     LIMIT ?)
 
 -- name: errors_by_id
-SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms
+SELECT id, received_ms, error_type, errors, raw, replayed_ms, replayed_event_uuid, retried_ms,
+       source, context
 FROM error_log WHERE account_id = ? AND id IN ({marks})
 ORDER BY received_ms DESC, id DESC
 

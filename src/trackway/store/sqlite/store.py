@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
 from trackway.domain.errors import (
     AccountExists,
     AccountNotFound,
@@ -74,8 +75,10 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_attribute_names: int = MAX_ATTRIBUTE_NAMES) -> None:
         self.path = path
+        # Custom attribute names one account may fix (the writer's bound).
+        self.max_attribute_names = max_attribute_names
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -226,10 +229,19 @@ class SQLiteStore:
         now = now_ms()
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind))
+            conn.execute(Q["expire_keys"], (now + grace_ms, account.id, kind, now + grace_ms))
             conn.execute(Q["insert_key"], (key_hash, account.id, kind, now))
 
         await self._write(write)
+
+    async def revoke_key(self, account: Account, key_hash: str) -> str | None:
+        now = now_ms()
+
+        def write(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(Q["revoke_key"], (now, account.id, key_hash, now)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._write(write)
 
     async def set_verification_secret(self, account: Account, secret: str | None) -> None:
         await self._write(
@@ -520,10 +532,11 @@ def _replayed_param(replayed: bool | None) -> int | None:
 
 
 def _logged_error(row: Any) -> LoggedError:
-    i, received, error_type, errors, raw, replayed, uuids, retried = row
+    i, received, error_type, errors, raw, replayed, uuids, retried, source, context = row
     return LoggedError(
-        i, received, error_type, _decode(errors), bytes(raw), replayed, uuids, retried
-    )
+        i, received, error_type, _decode(errors), bytes(raw), replayed, uuids, retried, source,
+        None if context is None else _decode(context),
+    )  # fmt: skip
 
 
 def _statements(sql: str) -> list[str]:

@@ -28,6 +28,7 @@ from trackway.domain.batch import (
     LookupsNeeded,
     identity_writes,
     lookups_needed,
+    names_to_count,
     plan_account,
 )
 from trackway.domain.errors import StoreUnavailable
@@ -81,7 +82,7 @@ def _insert_events_sql(rows: int) -> str:
 
 @lru_cache(maxsize=64)
 def _insert_error_log_sql(rows: int) -> str:
-    return f"{Q['insert_error_log_head']} {','.join(['(?,?,?,?,?)'] * rows)}"
+    return f"{Q['insert_error_log_head']} {','.join(['(?,?,?,?,?,?,?)'] * rows)}"
 
 
 @lru_cache(maxsize=256)
@@ -227,8 +228,14 @@ class Writer(threading.Thread):
         rows: list[Any] = []
         plans: list[AccountPlan] = []
         for account_id, entries in entries_by_account(jobs).items():
-            lookups = self._lookups(conn, account_id, lookups_needed([e for _, _, e in entries]))
-            plan = plan_account(account_id, entries, lookups, new_profile_uuid)
+            needed = lookups_needed([e for _, _, e in entries])
+            lookups = self._lookups(conn, account_id, needed)
+            if names_to_count(needed, lookups.attribute_types):
+                counted = conn.execute(Q["count_attribute_types"], (account_id,)).fetchone()
+                lookups.attribute_name_count = counted[0]
+            plan = plan_account(
+                account_id, entries, lookups, new_profile_uuid, self.store.max_attribute_names
+            )
             plans.append(plan)
             self._write_identity(conn, plan)
             if plan.new_attribute_types:
@@ -251,8 +258,8 @@ class Writer(threading.Thread):
         for chunk in _chunks(rows, ROWS_PER_STATEMENT * 7):
             conn.execute(_insert_events_sql(len(chunk) // 7), chunk)
         log_rows = [v for row in error_log_rows(jobs, plans, results, _encode) for v in row]
-        for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 5):
-            conn.execute(_insert_error_log_sql(len(chunk) // 5), chunk)
+        for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 7):
+            conn.execute(_insert_error_log_sql(len(chunk) // 7), chunk)
         return results
 
     @staticmethod
