@@ -22,6 +22,8 @@ SEARCH_MAX = 200
 TIMELINE_PAGE_DEFAULT = 50
 TIMELINE_PAGE_MAX = 200
 QUERY_MAX_CHARS = 256
+# A profile document lists its newest identity conflicts, at most this many.
+CONFLICTS_SHOWN = 100
 # The kinds a search looks at, strongest first (the one a match is reported under).
 SEARCH_KINDS: tuple[str, ...] = ("customer_id", "email", "device_id", "cookie")
 # A profile's last activity is rewritten when an event moves it on by more than this, or when
