@@ -440,7 +440,156 @@ def keys_revoke(account: str, key: str, database_url: str) -> None:
 
 @main.group()
 def customers() -> None:
-    """Delete customers (privacy requests)."""
+    """List, search and show customers; delete them (privacy requests)."""
+
+
+_PAGE_OPTION_NAMES = {"limit": "--limit", "cursor": "--cursor", "q": "TEXT"}
+
+
+def _customer_read(
+    database_url: str,
+    account: str,
+    read: Callable[[Trackway, Any], Awaitable[T]],
+    options: dict[str, str] = _PAGE_OPTION_NAMES,
+) -> T:
+    """Run one read of the service for ACCOUNT; a bad parameter is a usage error naming its
+    option, an unknown customer an error."""
+    from trackway.domain.errors import InvalidRequest
+
+    async def work(store: Store) -> T:
+        trackway = Trackway(store, Settings(database_url=database_url))
+        return await read(trackway, await store.find_account(account))
+
+    try:
+        return with_store(database_url, work)
+    except InvalidRequest as exc:
+        problems = "; ".join(
+            f"{options.get(field, field)} {', '.join(m)}" for field, m in exc.errors.items()
+        )
+        raise click.UsageError(problems) from None
+    except NotFound as exc:
+        raise click.ClickException(exc.what.lower()) from None
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_customers(page: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(page))
+        return
+    rows = [
+        [
+            c["uuid"],
+            c["customer_id"] or "-",
+            c["email"] or "-",
+            f"{c['matched']['kind']}={c['matched']['value']}" if c["matched"] else "-",
+            c["last_seen_at"],
+        ]
+        for c in page["customers"]
+    ]
+    _table(rows, ["UUID", "CUSTOMER_ID", "EMAIL", "MATCHED", "LAST_SEEN"])
+    if page["next"]:
+        click.echo(f"more: --cursor {page['next']}")
+
+
+_page_options = [
+    click.option("--account", required=True, help="Account name or uuid."),
+    click.option("--limit", default=None, help="Customers per page (default 50, at most 200)."),
+    click.option("--cursor", default=None, help="The cursor a previous page printed."),
+    database_option,
+    click.option("--json", "as_json", is_flag=True, help="Print the page as one JSON object."),
+]
+
+
+def _with_page_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_page_options):
+        command = option(command)
+    return command
+
+
+@customers.command("list")
+@_with_page_options
+def customers_list(
+    account: str, limit: str | None, cursor: str | None, database_url: str, as_json: bool
+) -> None:
+    """Every customer of ACCOUNT, newest activity first, one page."""
+    params = {"limit": limit, "cursor": cursor}
+    page = _customer_read(database_url, account, lambda t, a: t.search_customers(a, params))
+    _print_customers(page, as_json)
+
+
+@customers.command("search")
+@click.argument("text")
+@_with_page_options
+def customers_search(
+    text: str,
+    account: str,
+    limit: str | None,
+    cursor: str | None,
+    database_url: str,
+    as_json: bool,
+) -> None:
+    """Customers whose customer_id, email (any case), device_id or cookie starts with TEXT."""
+    params = {"q": text, "limit": limit, "cursor": cursor}
+    page = _customer_read(database_url, account, lambda t, a: t.search_customers(a, params))
+    _print_customers(page, as_json)
+
+
+@customers.command("show")
+@click.argument("uuid")
+@click.option("--account", required=True, help="Account name or uuid.")
+@click.option("--events", "events_limit", default="10", help="Newest events shown (1-200).")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def customers_show(
+    uuid: str, account: str, events_limit: str, database_url: str, as_json: bool
+) -> None:
+    """The profile of customer UUID, what explains it, and its newest events."""
+
+    async def read(trackway: Trackway, found: Any) -> dict[str, Any]:
+        profile = await trackway.customer_by_uuid(found, uuid)
+        page = await trackway.customer_events_page(found, uuid, {"limit": events_limit})
+        return {"customer": profile, "events": page["events"], "next": page["next"]}
+
+    answer = _customer_read(database_url, account, read, {"limit": "--events"})
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    c = answer["customer"]
+    for label, value in (
+        ("uuid", c["uuid"]),
+        ("customer_id", c["customer_id"] or "-"),
+        ("email", c["email"] or "-"),
+        ("created", c["created_at"]),
+        ("updated", c["updated_at"]),
+        ("last seen", c["last_seen_at"]),
+    ):
+        click.echo(f"{label + ':':<13}{value}")
+    click.echo("\nidentifiers")
+    _table([[i["kind"], i["value"], i["first_seen_at"]] for i in c["identifiers"]],
+           ["KIND", "VALUE", "FIRST_SEEN"])  # fmt: skip
+    if c["attributes"]:
+        click.echo("\nattributes")
+        _table([[k, json.dumps(v)] for k, v in c["attributes"].items()], ["NAME", "VALUE"])
+    if c["subscription_groups"]:
+        click.echo("\nsubscriptions")
+        _table([[k, "subscribed" if v else "unsubscribed"]
+                for k, v in c["subscription_groups"].items()], ["GROUP", "STATE"])  # fmt: skip
+    if c["merged_profiles"]:
+        click.echo("\nmerged profiles")
+        _table([[m["uuid"], m["merged_at"] or "-"] for m in c["merged_profiles"]],
+               ["UUID", "MERGED_AT"])  # fmt: skip
+    if c["conflicts"]:
+        click.echo("\nidentity conflicts")
+        _table([[x["at"], f"{x['kind']}={x['value']}", x["customer_uuid"], x["holder_uuid"]]
+                for x in c["conflicts"]], ["AT", "IDENTIFIER", "EVENT_ON", "HELD_BY"])  # fmt: skip
+    click.echo("\nevents (newest first)")
+    _table([[e["timestamp"], e["event"], e["event_uuid"]] for e in answer["events"]],
+           ["TIMESTAMP", "EVENT", "EVENT_UUID"])  # fmt: skip
 
 
 @customers.command("delete")

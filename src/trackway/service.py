@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trackway.domain import reads
+from trackway.domain import customers, reads
 from trackway.domain.enrich import history_document, timeline_document
 from trackway.domain.errors import (
     EventRejected,
@@ -37,7 +37,9 @@ from trackway.store.base import (
     Account,
     AttributeType,
     Credential,
+    CustomerDetails,
     CustomerRecord,
+    CustomerSummary,
     IngestResult,
     Rejection,
     Store,
@@ -253,10 +255,64 @@ class Trackway:
         return customer_document(customer)
 
     async def customer_by_uuid(self, account: Account, uuid: str) -> dict[str, Any]:
+        """The profile and what explains it: identifiers with when each was first seen, the
+        profiles merged into it, its newest identity conflicts."""
+        details = await self.store.customer_details(
+            account, uuid.strip().lower(), customers.CONFLICTS_SHOWN
+        )
+        if details is None:
+            raise NotFound("Customer not found")
+        return details_document(details)
+
+    async def search_customers(self, account: Account, params: dict[str, Any]) -> dict[str, Any]:
+        """Customers whose customer_id, email, device_id or cookie starts with `q` (every
+        customer without it), newest activity first, one keyset page."""
+        prefix = customers.parse_query(params.get("q"))
+        limit = reads.parse_limit(
+            params.get("limit"), default=customers.SEARCH_DEFAULT, maximum=customers.SEARCH_MAX
+        )
+        before = customers.decode_cursor(params.get("cursor"), "cursor")
+        rows = await self.store.search_customers(account, prefix, before, limit + 1)
+        page, more = customers.page_of(rows, limit)
+        last = page[-1] if more else None
+        return {
+            "customers": [summary_document(c) for c in page],
+            "next": None if last is None else customers.encode_cursor((last.seen_ms, last.id)),
+        }
+
+    async def customer_events_page(
+        self, account: Account, uuid: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A customer's timeline, newest first, one keyset page; a merged-away uuid answers
+        with the profile that took it over. Not counted against show_events' hourly calls."""
+        limit = reads.parse_limit(
+            params.get("limit"),
+            default=customers.TIMELINE_PAGE_DEFAULT,
+            maximum=customers.TIMELINE_PAGE_MAX,
+        )
+        before = customers.decode_cursor(params.get("before"), "before")
         customer = await self.store.customer_by_uuid(account, uuid.strip().lower())
         if customer is None:
             raise NotFound("Customer not found")
-        return customer_document(customer)
+        rows = await self.store.customer_events_page(account, customer.uuid, before, limit + 1)
+        page, more = customers.page_of(rows, limit)
+        last = page[-1] if more else None
+        return {
+            "uuid": customer.uuid,
+            "events": [
+                timeline_document(
+                    t.event.body,
+                    account_uuid=account.uuid,
+                    user_uuid=t.event.user_uuid,
+                    received_ms=t.event.received_ms,
+                    timestamp_ms=t.event.timestamp_ms,
+                )
+                for t in page
+            ],
+            "next": None
+            if last is None
+            else customers.encode_cursor((last.event.timestamp_ms, last.id)),
+        }
 
     async def delete_customer(self, account: Account, uuid: str) -> dict[str, Any]:
         """Privacy deletion: the customer, its identifiers and events go; rollup counts stay;
@@ -374,6 +430,53 @@ def customer_document(customer: CustomerRecord) -> dict[str, Any]:
         attributes=dict(customer.attributes),
         created_at=format_ms(customer.created_ms),
         updated_at=format_ms(customer.updated_ms),
+    )
+    return doc
+
+
+def summary_document(customer: CustomerSummary) -> dict[str, Any]:
+    """One search result: the profile's names and times, and the identifier that matched."""
+    matched = customer.matched
+    return {
+        "uuid": customer.uuid,
+        "customer_id": customer.customer_id,
+        "email": customer.email,
+        "matched": None if matched is None else {"kind": matched[0], "value": matched[1]},
+        "last_seen_at": format_ms(customer.seen_ms),
+        "created_at": format_ms(customer.created_ms),
+        "updated_at": format_ms(customer.updated_ms),
+    }
+
+
+def details_document(details: CustomerDetails) -> dict[str, Any]:
+    """The profile document, and what explains it."""
+    doc = customer_document(details.customer)
+    doc.update(
+        last_seen_at=format_ms(details.customer.seen_ms),
+        identifiers=[
+            {"kind": i.kind, "value": i.value, "first_seen_at": format_ms(i.first_seen_ms)}
+            for i in details.identifiers
+        ],
+        merged_profiles=[
+            {
+                "uuid": m.uuid,
+                "created_at": format_ms(m.created_ms),
+                "merged_at": None if m.merged_ms is None else format_ms(m.merged_ms),
+            }
+            for m in details.merged
+        ],
+        conflicts=[
+            {
+                "kind": c.kind,
+                "value": c.value,
+                "event_uuid": c.event_uuid,
+                "at": format_ms(c.received_ms),
+                # The event stayed on `customer_uuid`; the identifier is `holder_uuid`'s.
+                "customer_uuid": c.customer_uuid,
+                "holder_uuid": c.other_uuid,
+            }
+            for c in details.conflicts
+        ],
     )
     return doc
 

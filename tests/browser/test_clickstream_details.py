@@ -227,7 +227,8 @@ def test_every_view_works_at_420_px(
                 for cell in ("td.time", "td.event .pill", "td.customer .chip", "td .attrs"):
                     assert_inside(page, f"#stream-table tr.row {cell}", width)
                 assert page.locator("#stream-table tbody").count() == 3
-                page.locator("#stream-table tr.row").first.click()
+                # On the time: a customer chip is a link to the profile.
+                page.locator("#stream-table tr.row td.time").first.click()
                 assert_inside(page, "#stream-table tr.detail pre.json", width)
                 assert page.evaluate("document.documentElement.scrollWidth") <= width
             elif view == "errors":

@@ -64,6 +64,8 @@ def read_requests(t: Tenants) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", CUSTOMERS_URL, {"cookie": "ck-a"}),
         ("GET", f"{CUSTOMERS_URL}/{t.a_uuid}", {}),
         ("GET", SHOW_EVENTS_URL, {"uuid": t.a_uuid}),
+        ("GET", f"{CUSTOMERS_URL}/search", {"q": "ck-a"}),
+        ("GET", f"{CUSTOMERS_URL}/{t.a_uuid}/events", {}),
         ("GET", HISTORY_URL, {"event_name": "purchase_a"}),
         ("POST", HISTORY_URL, {"event_name": "purchase_a"}),
         ("GET", SUMMARY_URL, {}),
@@ -75,6 +77,8 @@ ENDPOINT_IDS = [
     "customers",
     "customer_by_uuid",
     "show_events",
+    "customer_search",
+    "customer_events",
     "history_get",
     "history_post",
     "summary_get",
@@ -82,7 +86,7 @@ ENDPOINT_IDS = [
 ]
 
 
-@pytest.mark.parametrize("index", range(7), ids=ENDPOINT_IDS)
+@pytest.mark.parametrize("index", range(len(ENDPOINT_IDS)), ids=ENDPOINT_IDS)
 def test_event_key_is_403_on_every_read_endpoint(client, tenants, index):
     method, url, params = read_requests(tenants)[index]
     for header in (basic(tenants.a.event_key), {"Authorization": b64(f"{tenants.a.event_key}:")}):
@@ -104,7 +108,7 @@ UNAUTHORIZED = {
 }
 
 
-@pytest.mark.parametrize("index", range(7), ids=ENDPOINT_IDS)
+@pytest.mark.parametrize("index", range(len(ENDPOINT_IDS)), ids=ENDPOINT_IDS)
 @pytest.mark.parametrize("case", list(UNAUTHORIZED))
 def test_no_or_unknown_key_is_401_on_every_read_endpoint(client, tenants, index, case):
     method, url, params = read_requests(tenants)[index]

@@ -104,6 +104,10 @@ class Fuzzed:
         if path == "/api/v1/customers/{uuid}":
             uuid = self.victim if method == "delete" else self.customer
             return {"path_parameters": {"uuid": uuid}}
+        if path == "/api/v1/customers/{uuid}/events":
+            return {"path_parameters": {"uuid": self.customer}}
+        if path == "/api/v1/customers/search":
+            return {"query": {"q": "fuzz"}}
         if path == "/api/v1/customer_search/show_events":
             return {"query": {"uuid": self.customer}}
         if path == "/api/v1/customers":

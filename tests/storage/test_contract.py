@@ -642,6 +642,86 @@ def test_rotation_without_grace_cuts_keys_still_in_an_earlier_grace_period(
     store_run(work)
 
 
+# -- finding and browsing customers -----------------------------------------------------------
+
+
+def day(n: int) -> str:
+    """An instant n days into 2024: far enough apart to move a profile's last activity."""
+    return f"2024-02-{n:02d}T12:00:00.000Z"
+
+
+def day_ms(n: int) -> int:
+    from trackway.domain.timestamps import parse_timestamp
+
+    parsed = parse_timestamp(day(n))
+    assert parsed is not None
+    return parsed[1]
+
+
+async def uuids_found(store: Store, account: Account, q: str | None, limit: int = 50) -> list[str]:
+    from trackway.domain.customers import SearchPrefix
+
+    prefix = None if q is None else SearchPrefix.of(q)
+    return [c.uuid for c in await store.search_customers(account, prefix, None, limit)]
+
+
+def test_search_matches_a_prefix_of_every_identifier_kind(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        from trackway.domain.customers import SearchPrefix
+
+        account, other = await new_account(store), await new_account(store)
+        await store.ingest(
+            account,
+            [
+                event(customer_id="cust-1", email="Ann.Smith@Example.com", timestamp=day(1)),
+                event(device_id="dev-XY", timestamp=day(2)),
+                event(cookie="ck-abc", timestamp=day(3)),
+                event(cookie="ck-abd", customer_id="ck-abd9", timestamp=day(4)),
+            ],
+        )
+        await store.ingest(other, [event(customer_id="cust-2", email="ann@example.com")])
+
+        async def one(identifier: tuple[str, str]) -> str:
+            found = await store.customer_by_identifier(account, *identifier)
+            assert found is not None
+            return found.uuid
+
+        ann, dev = await one(("customer_id", "cust-1")), await one(("device_id", "dev-XY"))
+        abc, abd = await one(("cookie", "ck-abc")), await one(("cookie", "ck-abd"))
+        assert await uuids_found(store, account, "cust") == [ann]
+        assert await uuids_found(store, account, "cust-1") == [ann]
+        assert await uuids_found(store, account, "cust-12") == []
+        # Emails case-insensitively, the other kinds as sent.
+        assert await uuids_found(store, account, "ann.s") == [ann]
+        assert await uuids_found(store, account, "ANN.SMITH@EXAMPLE") == [ann]
+        assert await uuids_found(store, account, "CUST") == []
+        assert await uuids_found(store, account, "dev-X") == [dev]
+        assert await uuids_found(store, account, "dev-x") == []
+        # Newest activity first; a prefix is never a substring.
+        assert await uuids_found(store, account, "ck-ab") == [abd, abc]
+        assert await uuids_found(store, account, "k-ab") == []
+        assert await uuids_found(store, account, "ck-abd") == [abd]
+        assert await uuids_found(store, account, "zzz") == []
+        # Matched by a cookie and a customer_id: once, under the stronger kind.
+        (both,) = await store.search_customers(account, SearchPrefix.of("ck-abd"), None, 50)
+        assert both.uuid == abd and both.matched == ("customer_id", "ck-abd9")
+        (hit,) = await store.search_customers(account, SearchPrefix.of("ck-abc"), None, 50)
+        assert hit.matched == ("cookie", "ck-abc")
+        (hit,) = await store.search_customers(account, SearchPrefix.of("ann"), None, 50)
+        assert hit.matched == ("email", "ann.smith@example.com")
+        assert (hit.customer_id, hit.email, hit.seen_ms) == (
+            "cust-1",
+            "ann.smith@example.com",
+            day_ms(1),
+        )
+        # One account never sees another's.
+        assert await uuids_found(store, other, "ck") == []
+        assert len(await uuids_found(store, other, "ann")) == 1
+        assert len(await uuids_found(store, other, None)) == 1
+
+    store_run(work)
+
+
 def test_revoke_key_cuts_one_named_key(store_run: Any) -> None:
     async def work(store: Store) -> None:
         account, other = await new_account(store, "revoking"), await new_account(store)
@@ -657,3 +737,237 @@ def test_revoke_key_cuts_one_named_key(store_run: Any) -> None:
         assert await store.revoke_key(account, hash_key("no-such-key")) is None
 
     store_run(work)
+
+
+def test_search_prefix_bounds_in_code_point_order(store_run: Any) -> None:
+    """Ranges, not LIKE: % and _ are plain characters, and an upper-case or accented letter
+    sorts where its code point does whatever the database's collation."""
+
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        cookies = ["a%b", "a_b", "axb", "aB", "ab", "abc", "ac", "é1", "éz", "e1", "\U0010ffffx"]
+        for cookie in cookies:
+            await store.ingest(account, [event(cookie=cookie)])
+
+        async def cookies_found(q: str) -> list[str]:
+            from trackway.domain.customers import SearchPrefix
+
+            found = await store.search_customers(account, SearchPrefix.of(q), None, 50)
+            return sorted(c.matched[1] for c in found if c.matched)
+
+        assert await cookies_found("a%") == ["a%b"]
+        assert await cookies_found("a_") == ["a_b"]
+        assert await cookies_found("ab") == ["ab", "abc"]
+        assert await cookies_found("aB") == ["aB"]
+        assert await cookies_found("a") == sorted(["a%b", "a_b", "axb", "aB", "ab", "abc", "ac"])
+        assert await cookies_found("é") == ["é1", "éz"]
+        assert await cookies_found("\U0010ffff") == ["\U0010ffffx"]
+
+    store_run(work)
+
+
+def test_customers_newest_activity_first_in_keyset_pages(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        # Five customers, active on days 5, 1, 4, 2, 3; then the second comes back on day 9.
+        for n, d in enumerate([5, 1, 4, 2, 3]):
+            await store.ingest(account, [event(customer_id=f"c{n}", timestamp=day(d))])
+        await store.ingest(account, [event(customer_id="c1", timestamp=day(9))])
+        # An older event moves nothing.
+        await store.ingest(account, [event(customer_id="c0", timestamp=day(1))])
+        pages: list[list[str | None]] = []
+        before = None
+        while True:
+            page = await store.search_customers(account, None, before, 2)
+            if not page:
+                break
+            pages.append([c.customer_id for c in page])
+            before = (page[-1].seen_ms, page[-1].id)
+        assert pages == [["c1", "c0"], ["c2", "c4"], ["c3"]]
+        # Customers arriving meanwhile never shift a page already begun.
+        first = await store.search_customers(account, None, None, 2)
+        await store.ingest(account, [event(customer_id="c9", timestamp=day(20))])
+        rest = await store.search_customers(account, None, (first[-1].seen_ms, first[-1].id), 10)
+        assert [c.customer_id for c in rest] == ["c2", "c4", "c3"]
+        # Ties on the last activity: by row id, newest first, across pages.
+        for n in range(3):
+            await store.ingest(account, [event(customer_id=f"t{n}", timestamp=day(15))])
+        same = await store.search_customers(account, None, (day_ms(15) + 1, 0), 2)
+        more = await store.search_customers(account, None, (same[-1].seen_ms, same[-1].id), 2)
+        assert [c.customer_id for c in same + more] == ["t2", "t1", "t0", "c1"]
+        # Prefix search pages the same way.
+        from trackway.domain.customers import SearchPrefix
+
+        head = await store.search_customers(account, SearchPrefix.of("c"), None, 3)
+        tail = await store.search_customers(
+            account, SearchPrefix.of("c"), (head[-1].seen_ms, head[-1].id), 10
+        )
+        assert [c.customer_id for c in head + tail] == ["c9", "c1", "c0", "c2", "c4", "c3"]
+
+    store_run(work)
+
+
+def test_merged_profiles_leave_the_list_and_explain_the_winner(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event(cookie="ck-1", timestamp=day(1))])
+        await store.ingest(account, [event(device_id="dev-1", timestamp=day(2))])
+        cookie = await store.customer_by_identifier(account, "cookie", "ck-1")
+        device = await store.customer_by_identifier(account, "device_id", "dev-1")
+        assert cookie is not None and device is not None
+        await store.ingest(account, [event(email="m@x.io", customer_id="m", timestamp=day(3))])
+        # One event ties the three: the identified profile takes the others over.
+        await store.ingest(
+            account, [event(customer_id="m", cookie="ck-1", device_id="dev-1", timestamp=day(4))]
+        )
+        known = await store.customer_by_identifier(account, "customer_id", "m")
+        assert known is not None
+        assert await uuids_found(store, account, None) == [known.uuid]
+        assert await uuids_found(store, account, "ck-") == [known.uuid]
+        details = await store.customer_details(account, cookie.uuid, 100)
+        assert details is not None and details.customer.uuid == known.uuid
+        assert details.customer.seen_ms == day_ms(4)
+        assert sorted(m.uuid for m in details.merged) == sorted([cookie.uuid, device.uuid])
+        assert all(m.merged_ms is not None and m.created_ms > 0 for m in details.merged)
+        from trackway.domain.identity import email_hash
+
+        kinds = [(i.kind, i.value) for i in details.identifiers]
+        assert sorted(kinds) == sorted(
+            [
+                ("cookie", "ck-1"),
+                ("device_id", "dev-1"),
+                ("customer_id", "m"),
+                ("email", "m@x.io"),
+                ("email_hash", email_hash("m@x.io")),
+            ]
+        )
+        # First seen: the cookie before the customer_id.
+        first_seen = {i.kind: i.first_seen_ms for i in details.identifiers}
+        assert first_seen["cookie"] <= first_seen["device_id"] <= first_seen["customer_id"]
+        # The merged timeline answers on the winner.
+        page = await store.customer_events_page(account, known.uuid, None, 10)
+        assert [t.event.timestamp_ms for t in page] == [day_ms(4), day_ms(3), day_ms(2), day_ms(1)]
+
+    store_run(work)
+
+
+def test_identity_conflicts_explain_both_profiles(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        await store.ingest(account, [event(customer_id="1", email="shared@x.io")])
+        await store.ingest(account, [event(customer_id="2", email="shared@x.io")])
+        one = await store.customer_by_identifier(account, "customer_id", "1")
+        two = await store.customer_by_identifier(account, "customer_id", "2")
+        assert one is not None and two is not None
+        for uuid_ in (one.uuid, two.uuid):
+            details = await store.customer_details(account, uuid_, 100)
+            assert details is not None
+            (conflict,) = details.conflicts
+            assert (conflict.customer_uuid, conflict.other_uuid) == (two.uuid, one.uuid)
+            assert (conflict.kind, conflict.value) == ("email", "shared@x.io")
+        await store.ingest(account, [event(customer_id="2", email="shared@x.io")])
+        details = await store.customer_details(account, two.uuid, 1)
+        assert details is not None and len(details.conflicts) == 1
+        details = await store.customer_details(account, two.uuid, 100)
+        assert details is not None and len(details.conflicts) == 2
+        assert details.conflicts[0].id > details.conflicts[1].id
+        assert await store.customer_details(account, str(uuid.uuid4()), 100) is None
+        other = await new_account(store)
+        assert await store.customer_details(other, one.uuid, 100) is None
+
+    store_run(work)
+
+
+def test_customer_events_pages_newest_first_with_ties(store_run: Any) -> None:
+    async def work(store: Store) -> None:
+        account = await new_account(store)
+        stamps = [day(1), day(3), day(2), day(3), day(3), day(1)]
+        await store.ingest(account, [event(cookie="k", timestamp=t) for t in stamps])
+        await store.ingest(account, [event(cookie="someone-else", timestamp=day(2))])
+        customer = await store.customer_by_identifier(account, "cookie", "k")
+        assert customer is not None
+        seen: list[tuple[int, int]] = []
+        before = None
+        while True:
+            page = await store.customer_events_page(account, customer.uuid, before, 4)
+            if not page:
+                break
+            seen += [(t.event.timestamp_ms, t.id) for t in page]
+            assert all(t.event.user_uuid == customer.uuid for t in page)
+            before = seen[-1]
+        assert len(seen) == 6 and len(set(seen)) == 6
+        assert seen == sorted(seen, reverse=True)
+        assert [ms for ms, _ in seen] == [day_ms(3)] * 3 + [day_ms(2)] + [day_ms(1)] * 2
+        other = await new_account(store)
+        assert await store.customer_events_page(other, customer.uuid, None, 10) == []
+
+    store_run(work)
+
+
+def test_the_migration_finds_the_last_activity_of_existing_customers(store_url: str) -> None:
+    """From the schema before customer search: seen_ms from each profile's newest event."""
+    from trackway.store.queries import migration_files
+
+    customers = (
+        "(1, 'u-old', 'old-1', NULL, NULL, 10, 10), (1, 'u-idle', 'idle', NULL, NULL, 77, 77),"
+        " (1, 'u-gone', NULL, 'u-old', NULL, 5, 5)"
+    )
+    columns = "(account_id, uuid, customer_id, merged_into, email, created_ms, updated_ms)"
+    identifiers = (
+        "(1, 'customer_id', 'old-1', 'u-old', 10), (1, 'customer_id', 'idle', 'u-idle', 77)"
+    )
+    events = (
+        "(1, 'e1', 'view', 'u-old', 1706788800000, 1, '{}'),"
+        " (1, 'e2', 'view', 'u-old', 1706875200000, 2, '{}')"
+    )
+    event_columns = "(account_id, event_uuid, event, user_uuid, timestamp_ms, received_ms, body)"
+    inserts = [
+        "INSERT INTO accounts (uuid, name, created_ms) VALUES ('u', 'old', 1)",
+        f"INSERT INTO customers {columns} VALUES {customers}",
+        f"INSERT INTO identifiers VALUES {identifiers}",
+    ]
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        for number, _, sql in migration_files("trackway.store.sqlite"):
+            if number <= 5:
+                conn.executescript(sql)
+                conn.execute(f"PRAGMA user_version = {number}")
+        for sql in [*inserts, f"INSERT INTO events {event_columns} VALUES {events}"]:
+            conn.execute(sql)
+        conn.commit()
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as pg:
+            pg.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_ms bigint NOT NULL)"
+            )
+            for number, name, sql in migration_files("trackway.store.postgres"):
+                if number <= 6:
+                    pg.execute(sql.encode())  # type: ignore[arg-type]
+                    pg.execute("INSERT INTO schema_migrations VALUES (%s, %s, 1)", (number, name))
+            pg.execute(
+                "CREATE TABLE events_p202402 PARTITION OF events"
+                " FOR VALUES FROM (1706745600000) TO (1709251200000)"
+            )
+            for sql in inserts:
+                pg.execute(sql.encode())  # type: ignore[arg-type]
+            pg.execute(f"INSERT INTO events {event_columns} VALUES {events}".encode())  # type: ignore[arg-type]
+
+    async def work(store: Store) -> None:
+        account = await store.find_account("old")
+        found = await store.search_customers(account, None, None, 10)
+        assert [(c.uuid, c.seen_ms) for c in found] == [
+            ("u-old", 1706875200000),
+            ("u-idle", 77),
+        ]
+        assert await uuids_found(store, account, "old") == ["u-old"]
+        # New events move it on as before.
+        await store.ingest(account, [event(customer_id="idle", timestamp=day(20))])
+        assert await uuids_found(store, account, None) == ["u-idle", "u-old"]
+
+    with_store(store_url, work)

@@ -76,11 +76,11 @@ class IdentityWrites:
     """The rows resolving a plan's events changed, in the order a store writes them:
     new profiles, merges, changed profiles, new identifiers, conflicts."""
 
-    new_profiles: list[tuple[Any, ...]]  # account, uuid, customer_id, email, attrs, subs, ms, ms
+    # account, uuid, customer_id, email, attrs, subs, created, updated, seen ms
+    new_profiles: list[tuple[Any, ...]]
     merges: list[Merge]
-    changed_profiles: list[
-        tuple[Any, ...]
-    ]  # customer_id, email, attrs, subs, ms, ms, account, uuid
+    # customer_id, email, attrs, subs, created, updated, seen ms, account, uuid
+    changed_profiles: list[tuple[Any, ...]]
     identifiers: list[tuple[Any, ...]]  # account, kind, value, customer uuid, created ms
     conflicts: list[
         tuple[Any, ...]
@@ -97,10 +97,10 @@ def identity_writes(plan: AccountPlan, json_value: Callable[[Any], Any]) -> Iden
     account = plan.account_id
     for p in resolver.profiles.values():
         values = (p.customer_id, p.email, json_value(p.attributes), json_value(p.subscriptions),
-                  p.created_ms, p.updated_ms)  # fmt: skip
+                  p.created_ms, p.updated_ms, p.seen_ms)  # fmt: skip
         if p.is_new:
             writes.new_profiles.append((account, p.uuid, *values))
-        elif p.changed:
+        elif p.changed or p.seen_moved:
             writes.changed_profiles.append((*values, account, p.uuid))
     writes.merges = list(resolver.merges)
     writes.identifiers = [(account, k, v, u, ms) for k, v, u, ms in resolver.new_identifiers]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trackway.domain.customers import ACTIVITY_RESOLUTION_MS
 from trackway.domain.events import AcceptedEvent
 
 # Strongest first: when identifiers disagree, the stronger one decides.
@@ -78,14 +79,20 @@ class Profile:
     subscriptions: dict[str, bool]
     created_ms: int
     updated_ms: int
+    # The newest timestamp of its events (to ACTIVITY_RESOLUTION_MS unless written anyway).
+    seen_ms: int = 0
     is_new: bool = False
     changed: bool = False
+    # Only its last activity moved: written, but not an update of the profile (updated_ms).
+    seen_moved: bool = False
 
 
 @dataclass(slots=True)
 class Merge:
     loser: str
     winner: str
+    # When: the receipt time of the event that tied the two profiles.
+    received_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -151,7 +158,7 @@ class IdentityResolver:
                     Conflict(event.event_uuid, owner, other, kind, value, event.received_ms)
                 )
                 continue
-            self._merge(other_profile, profile)
+            self._merge(other_profile, profile, event.received_ms)
 
         if event.customer_id is not None and profile.customer_id is None:
             profile.customer_id = event.customer_id
@@ -186,6 +193,14 @@ class IdentityResolver:
             profile.changed = True
         if profile.changed:
             profile.updated_ms = max(profile.updated_ms, event.received_ms)
+        if event.timestamp_ms > profile.seen_ms and (
+            profile.is_new
+            or profile.changed
+            or profile.seen_moved
+            or event.timestamp_ms > profile.seen_ms + ACTIVITY_RESOLUTION_MS
+        ):
+            profile.seen_ms = event.timestamp_ms
+            profile.seen_moved = True
         return owner
 
     def _owner(self, event: AcceptedEvent, found: dict[str, str]) -> str:
@@ -214,11 +229,12 @@ class IdentityResolver:
             subscriptions={},
             created_ms=event.received_ms,
             updated_ms=event.received_ms,
+            seen_ms=event.timestamp_ms,
             is_new=True,
         )
         return uuid
 
-    def _merge(self, loser: Profile, winner: Profile) -> None:
+    def _merge(self, loser: Profile, winner: Profile, at_ms: int) -> None:
         """Fold an anonymous (or same-customer) profile into the winner; the winner's values
         win, the loser's fill what the winner lacks."""
         for key, value in loser.attributes.items():
@@ -230,6 +246,7 @@ class IdentityResolver:
         if winner.email is None:
             winner.email = loser.email
         winner.created_ms = min(winner.created_ms, loser.created_ms)
+        winner.seen_ms = max(winner.seen_ms, loser.seen_ms)
         winner.changed = True
         held = self._held.pop(loser.uuid, [])
         for pair in held:
@@ -245,7 +262,7 @@ class IdentityResolver:
         if loser.is_new:
             # Never written: nothing to repoint in the store.
             return
-        self.merges.append(Merge(loser.uuid, winner.uuid))
+        self.merges.append(Merge(loser.uuid, winner.uuid, at_ms))
 
 
 def profile_attributes(body: dict[str, Any]) -> dict[str, Any]:

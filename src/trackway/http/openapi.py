@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from trackway.domain import customers
 from trackway.domain.events import ATTRIBUTE_TYPES, ERROR_TYPES
 from trackway.domain.reads import HISTORY_MAX, SUMMARY_MAX_DAYS, TIMELINE_DEFAULT, TIMELINE_MAX
 from trackway.http.errors import json_body
@@ -344,6 +345,141 @@ def _schemas(settings: Settings) -> dict[str, Any]:
             "required": ["customer"],
             "properties": {"customer": _ref("Customer")},
         },
+        "CustomerDetails": {
+            "allOf": [
+                _ref("Customer"),
+                {
+                    "type": "object",
+                    "description": "What explains the profile.",
+                    "required": ["last_seen_at", "identifiers", "merged_profiles", "conflicts"],
+                    "properties": {
+                        "last_seen_at": _string(
+                            "The newest timestamp of its events, to the minute.",
+                            format="date-time",
+                        ),
+                        "identifiers": {
+                            "type": "array",
+                            "description": "Every identifier that finds it, oldest first.",
+                            "items": {
+                                "type": "object",
+                                "required": ["kind", "value", "first_seen_at"],
+                                "properties": {
+                                    "kind": {
+                                        "type": "string",
+                                        "enum": [
+                                            "customer_id",
+                                            "email",
+                                            "email_hash",
+                                            "device_id",
+                                            "cookie",
+                                        ],
+                                    },
+                                    "value": _string(),
+                                    "first_seen_at": _string(format="date-time"),
+                                },
+                            },
+                        },
+                        "merged_profiles": {
+                            "type": "array",
+                            "description": "Profiles merged into this one; their uuids answer.",
+                            "items": {
+                                "type": "object",
+                                "required": ["uuid", "created_at", "merged_at"],
+                                "properties": {
+                                    "uuid": _string(format="uuid"),
+                                    "created_at": _string(format="date-time"),
+                                    "merged_at": _nullable(
+                                        _string(
+                                            "Null for merges made before it was recorded.",
+                                            format="date-time",
+                                        )
+                                    ),
+                                },
+                            },
+                        },
+                        "conflicts": {
+                            "type": "array",
+                            "description": (
+                                "The newest identity conflicts (at most "
+                                f"{customers.CONFLICTS_SHOWN}) the profile is either side of: "
+                                "an event of `customer_uuid` carried an identifier that "
+                                "`holder_uuid`, another identified customer, holds; never "
+                                "merged."
+                            ),
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "kind",
+                                    "value",
+                                    "event_uuid",
+                                    "at",
+                                    "customer_uuid",
+                                    "holder_uuid",
+                                ],
+                                "properties": {
+                                    "kind": _string(),
+                                    "value": _string(),
+                                    "event_uuid": _string(),
+                                    "at": _string(format="date-time"),
+                                    "customer_uuid": _string(format="uuid"),
+                                    "holder_uuid": _string(format="uuid"),
+                                },
+                            },
+                        },
+                    },
+                },
+            ]
+        },
+        "CustomerDetailsAnswer": {
+            "type": "object",
+            "required": ["customer"],
+            "properties": {"customer": _ref("CustomerDetails")},
+        },
+        "CustomerSummary": {
+            "type": "object",
+            "required": [
+                "uuid",
+                "customer_id",
+                "email",
+                "matched",
+                "last_seen_at",
+                "created_at",
+                "updated_at",
+            ],
+            "properties": {
+                "uuid": _string(format="uuid"),
+                "customer_id": _nullable(_string()),
+                "email": _nullable(_string()),
+                "matched": _nullable(
+                    {
+                        "type": "object",
+                        "description": "The strongest identifier that starts with `q`.",
+                        "required": ["kind", "value"],
+                        "properties": {"kind": _string(), "value": _string()},
+                    }
+                ),
+                "last_seen_at": _string(format="date-time"),
+                "created_at": _string(format="date-time"),
+                "updated_at": _string(format="date-time"),
+            },
+        },
+        "CustomerPage": {
+            "type": "object",
+            "required": ["customers", "next"],
+            "properties": {
+                "customers": {"type": "array", "items": _ref("CustomerSummary")},
+                "next": _nullable(_string("The `cursor` of the next page; null on the last page.")),
+            },
+        },
+        "TimelinePage": {
+            "type": "object",
+            "required": ["uuid", "events", "next"],
+            "properties": {
+                "uuid": _string("The live customer's uuid.", format="uuid"),
+                "events": {"type": "array", "items": _ref("StoredEvent")},
+                "next": _nullable(_string("The `before` of the next page; null on the last page.")),
+            },
+        },
         "Deleted": {
             "type": "object",
             "required": ["status", "uuid", "events_deleted"],
@@ -628,14 +764,92 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        "/api/v1/customers/search": {
+            "get": {
+                "operationId": "searchCustomers",
+                "summary": "Customers by identifier prefix, newest activity first",
+                "description": (
+                    "Customers whose customer_id, email (case-insensitive), device_id or cookie "
+                    "starts with `q`; without `q`, every customer of the account. Newest "
+                    "activity (the latest event timestamp, to the minute) first, in keyset "
+                    "pages: pass `next` as `cursor` for the next page. Answered from index "
+                    "ranges, never a scan of events."
+                ),
+                "tags": ["customers"],
+                "parameters": [
+                    _query(
+                        "q",
+                        _string(maxLength=customers.QUERY_MAX_CHARS),
+                        "The prefix searched; blank or absent for every customer.",
+                    ),
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": customers.SEARCH_MAX,
+                            "default": customers.SEARCH_DEFAULT,
+                        },
+                        "Customers per page.",
+                    ),
+                    _query(
+                        "cursor",
+                        _string(),
+                        "The `next` of the previous page (opaque); absent for the first page.",
+                    ),
+                ],
+                "responses": {
+                    "200": _answer("One page of customers.", _ref("CustomerPage")),
+                    "400": _BAD_PARAMETERS,
+                    **read_common,
+                },
+            }
+        },
+        "/api/v1/customers/{uuid}/events": {
+            "parameters": [_CUSTOMER_UUID],
+            "get": {
+                "operationId": "customerEvents",
+                "summary": "A customer's timeline, newest first, in pages",
+                "description": (
+                    "The events in show_events' shape, newest first, in keyset pages: pass "
+                    "`next` as `before` for the next page. Not counted against show_events' "
+                    "calls an hour; each page holds at most "
+                    f"{customers.TIMELINE_PAGE_MAX} events."
+                ),
+                "tags": ["customers"],
+                "parameters": [
+                    _query(
+                        "limit",
+                        {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": customers.TIMELINE_PAGE_MAX,
+                            "default": customers.TIMELINE_PAGE_DEFAULT,
+                        },
+                        "Events per page.",
+                    ),
+                    _query(
+                        "before",
+                        _string(),
+                        "The `next` of the previous page (opaque); absent for the newest.",
+                    ),
+                ],
+                "responses": {
+                    "200": _answer("One page of events, newest first.", _ref("TimelinePage")),
+                    "400": _BAD_PARAMETERS,
+                    "404": _message('"Customer not found".'),
+                    **read_common,
+                },
+            },
+        },
         "/api/v1/customers/{uuid}": {
             "parameters": [_CUSTOMER_UUID],
             "get": {
                 "operationId": "getCustomer",
-                "summary": "A customer by uuid",
+                "summary": "A customer by uuid, and what explains the profile",
                 "tags": ["customers"],
                 "responses": {
-                    "200": _answer("The customer.", _ref("CustomerAnswer")),
+                    "200": _answer("The customer.", _ref("CustomerDetailsAnswer")),
                     "404": _message('"Customer not found".'),
                     **read_common,
                 },

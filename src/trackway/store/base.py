@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from trackway import metrics
 from trackway.domain.batch import AccountPlan, Entry
+from trackway.domain.customers import SearchPrefix
 from trackway.domain.errors import EventRejected
 from trackway.domain.events import AcceptedEvent
 
@@ -77,6 +78,71 @@ class CustomerRecord:
     updated_ms: int
     # (kind, value) of every identifier pointing at the customer, oldest first.
     identifiers: list[tuple[str, str]]
+    # The newest timestamp of its events (see domain/customers.py: ACTIVITY_RESOLUTION_MS).
+    seen_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerSummary:
+    """One row of a customer search: a live profile, and the identifier that matched."""
+
+    id: int  # the row id: with seen_ms, the keyset position
+    uuid: str
+    customer_id: str | None
+    email: str | None
+    created_ms: int
+    updated_ms: int
+    seen_ms: int
+    # (kind, value) of the strongest identifier that starts with the search text.
+    matched: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierSeen:
+    kind: str
+    value: str
+    first_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MergedProfile:
+    uuid: str
+    created_ms: int
+    # None for a merge made before Trackway recorded when.
+    merged_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConflict:
+    """An event tied two identified profiles: it stayed on `customer_uuid`, the identifier
+    (kind, value) on `other_uuid`."""
+
+    id: int
+    received_ms: int
+    event_uuid: str
+    customer_uuid: str
+    other_uuid: str
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerDetails:
+    """What explains a profile: every identifier with when it was first seen, the profiles
+    merged into it, and the newest identity conflicts it is either side of."""
+
+    customer: CustomerRecord
+    identifiers: list[IdentifierSeen]
+    merged: list[MergedProfile]
+    conflicts: list[IdentityConflict]
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEvent:
+    """A customer's event with its keyset position (timestamp_ms, id)."""
+
+    id: int
+    event: StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +301,31 @@ class Store(Protocol):
         self, account: Account, user_uuid: str, start_ms: int, end_ms: int, limit: int
     ) -> list[StoredEvent]:
         """The latest `limit` events of the customer in [start_ms, end_ms], newest first."""
+
+    async def customer_events_page(
+        self, account: Account, user_uuid: str, before: tuple[int, int] | None, limit: int
+    ) -> list[TimelineEvent]:
+        """Up to `limit` events of the live customer, newest first (timestamp_ms, then id),
+        those before the keyset position (timestamp_ms, id) when given; from the (account,
+        customer, timestamp) index."""
+
+    async def search_customers(
+        self,
+        account: Account,
+        prefix: SearchPrefix | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[CustomerSummary]:
+        """Up to `limit` live customers, newest activity first (seen_ms, then id), those
+        before the keyset position (seen_ms, id) when given: every one of the account, or
+        those with a customer_id, device_id or cookie that starts with `prefix.exact`, or an
+        email whose folded form starts with `prefix.folded`. From index ranges only."""
+
+    async def customer_details(
+        self, account: Account, uuid: str, conflicts: int
+    ) -> CustomerDetails | None:
+        """The customer (or the one it was merged into) and what explains it, with at most
+        `conflicts` conflicts, newest first."""
 
     async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
         """The latest `limit` events of that name, newest first."""

@@ -1,4 +1,5 @@
-"""Customers: find one by identifier or uuid, and its event timeline (show_events)."""
+"""Customers: find one by identifier or uuid, search them by identifier prefix, and their event
+timelines (show_events, and the paged timeline of /customers/{uuid}/events)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,20 @@ async def customer_by_uuid(request: Request) -> Response:
     return json_response({"customer": customer})
 
 
+async def search_customers(request: Request) -> Response:
+    account = await user_account(request)
+    found = await trackway_of(request).search_customers(account, await parameters(request))
+    return json_response(found)
+
+
+async def customer_events(request: Request) -> Response:
+    account = await user_account(request)
+    page = await trackway_of(request).customer_events_page(
+        account, request.path_params["uuid"], await parameters(request)
+    )
+    return json_response(page)
+
+
 async def delete_customer(request: Request) -> Response:
     account = await user_account(request)
     answer = await trackway_of(request).delete_customer(account, request.path_params["uuid"])
@@ -35,6 +50,9 @@ async def show_events(request: Request) -> Response:
 
 routes = [
     Route("/api/v1/customers", find_customer, methods=["GET"]),
+    # Before /customers/{uuid}: "search" is not a uuid.
+    Route("/api/v1/customers/search", search_customers, methods=["GET"]),
+    Route("/api/v1/customers/{uuid}/events", customer_events, methods=["GET"]),
     Route("/api/v1/customers/{uuid}", customer_by_uuid, methods=["GET"]),
     Route("/api/v1/customers/{uuid}", delete_customer, methods=["DELETE"]),
     Route("/api/v1/customer_search/show_events", show_events, methods=["GET"]),

@@ -55,17 +55,17 @@ WITH stored AS (
     ) AS i
 ), locked AS MATERIALIZED (
     SELECT c.uuid, c.customer_id, c.email, c.attributes, c.subscriptions, c.created_ms,
-           c.updated_ms
+           c.updated_ms, c.seen_ms
     FROM (SELECT DISTINCT customer_uuid FROM found ORDER BY customer_uuid) AS o
     CROSS JOIN LATERAL (
         SELECT * FROM customers WHERE account_id = %s AND uuid = o.customer_uuid FOR UPDATE
     ) AS c
 )
 SELECT 'u', event_uuid, NULL, NULL, NULL, NULL, NULL, NULL::jsonb, NULL::jsonb, NULL::bigint,
-       NULL::bigint
+       NULL::bigint, NULL::bigint
 FROM stored
 UNION ALL
-SELECT 't', name, type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM fixed
+SELECT 't', name, type, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM fixed
 UNION ALL
 SELECT 'i', f.kind, f.value, f.customer_uuid, l.*
 FROM found AS f LEFT JOIN locked AS l ON l.uuid = f.customer_uuid
@@ -97,7 +97,10 @@ UPDATE identifiers SET customer_uuid = %s WHERE account_id = %s AND customer_uui
 UPDATE events SET user_uuid = %s WHERE account_id = %s AND user_uuid = %s
 
 -- name: merge_customers
-UPDATE customers SET merged_into = %s WHERE account_id = %s AND (uuid = %s OR merged_into = %s)
+-- The loser, and the profiles merged into it before (they keep their merged_ms).
+UPDATE customers
+SET merged_into = %s, merged_ms = CASE WHEN uuid = %s THEN %s ELSE merged_ms END
+WHERE account_id = %s AND (uuid = %s OR merged_into = %s)
 
 -- name: insert_conflict
 INSERT INTO identity_conflicts
@@ -113,16 +116,19 @@ VALUES (%s, %s, %s, %s, %s, %s, %s)
 -- however few rows it had when the plan was made.
 WITH new_customers AS (
     INSERT INTO customers
-        (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms)
+        (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms,
+         seen_ms)
     SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::jsonb[],
-                         %b::jsonb[], %b::bigint[], %b::bigint[])
+                         %b::jsonb[], %b::bigint[], %b::bigint[], %b::bigint[])
 ), changed_customers AS (
     UPDATE customers AS c
     SET customer_id = r.customer_id, email = r.email, attributes = r.attributes,
-        subscriptions = r.subscriptions, created_ms = r.created_ms, updated_ms = r.updated_ms
+        subscriptions = r.subscriptions, created_ms = r.created_ms, updated_ms = r.updated_ms,
+        seen_ms = r.seen_ms
     FROM unnest(%b::text[], %b::text[], %b::jsonb[], %b::jsonb[], %b::bigint[], %b::bigint[],
-                %b::bigint[], %b::text[]) AS r (customer_id, email, attributes, subscriptions,
-                                                created_ms, updated_ms, account_id, uuid)
+                %b::bigint[], %b::bigint[], %b::text[])
+        AS r (customer_id, email, attributes, subscriptions, created_ms, updated_ms, seen_ms,
+              account_id, uuid)
     CROSS JOIN LATERAL (
         SELECT id FROM customers WHERE account_id = r.account_id AND uuid = r.uuid OFFSET 0
     ) AS found
@@ -231,7 +237,8 @@ DELETE FROM rate_windows WHERE account_id = %s AND name = %s AND window_start < 
 SELECT customer_uuid FROM identifiers WHERE account_id = %s AND kind = %s AND value = %s
 
 -- name: customer_by_uuid
-SELECT uuid, customer_id, email, merged_into, attributes, subscriptions, created_ms, updated_ms
+SELECT uuid, customer_id, email, merged_into, attributes, subscriptions, created_ms, updated_ms,
+       seen_ms
 FROM customers WHERE account_id = %s AND uuid = %s
 
 -- name: identifiers_of_customer
@@ -347,3 +354,69 @@ WHERE account_id = %s AND id = %s AND replayed_ms IS NULL
 -- name: mark_error_failed
 UPDATE error_log SET error_type = %s, errors = %s::jsonb, retried_ms = %s
 WHERE account_id = %s AND id = %s AND replayed_ms IS NULL
+
+-- Finding and browsing customers (schema/007). Keyset pages, newest activity first: the
+-- position is (seen_ms, id), and every query reads an index range, never the events.
+
+-- name: customers_page
+SELECT id, uuid, customer_id, email, created_ms, updated_ms, seen_ms, NULL, NULL
+FROM customers
+WHERE account_id = %s AND merged_into IS NULL AND (seen_ms, id) < (%s, %s)
+ORDER BY seen_ms DESC, id DESC LIMIT %s
+
+-- name: customers_by_prefix
+-- One range per kind, in code point order (identifiers_by_prefix);
+-- a customer matched by several identifiers once, under the strongest kind. Each match finds
+-- its profile through the unique (account_id, uuid) index.
+WITH matches AS (
+    SELECT customer_uuid, kind, value, 0 AS rank FROM identifiers
+    WHERE account_id = %(a)s AND kind = 'customer_id'
+        AND value COLLATE "C" >= %(exact)s AND value COLLATE "C" < %(exact_upper)s
+    UNION ALL
+    SELECT customer_uuid, kind, value, 1 FROM identifiers
+    WHERE account_id = %(a)s AND kind = 'email'
+        AND value COLLATE "C" >= %(folded)s AND value COLLATE "C" < %(folded_upper)s
+    UNION ALL
+    SELECT customer_uuid, kind, value, 2 FROM identifiers
+    WHERE account_id = %(a)s AND kind = 'device_id'
+        AND value COLLATE "C" >= %(exact)s AND value COLLATE "C" < %(exact_upper)s
+    UNION ALL
+    SELECT customer_uuid, kind, value, 3 FROM identifiers
+    WHERE account_id = %(a)s AND kind = 'cookie'
+        AND value COLLATE "C" >= %(exact)s AND value COLLATE "C" < %(exact_upper)s
+), best AS (
+    SELECT DISTINCT ON (customer_uuid) customer_uuid, kind, value FROM matches
+    ORDER BY customer_uuid, rank
+)
+SELECT c.id, c.uuid, c.customer_id, c.email, c.created_ms, c.updated_ms, c.seen_ms,
+       b.kind, b.value
+FROM best AS b
+CROSS JOIN LATERAL (
+    SELECT * FROM customers WHERE account_id = %(a)s AND uuid = b.customer_uuid OFFSET 0
+) AS c
+WHERE c.merged_into IS NULL AND (c.seen_ms, c.id) < (%(seen)s, %(id)s)
+ORDER BY c.seen_ms DESC, c.id DESC LIMIT %(limit)s
+
+-- name: identifiers_seen_of_customer
+SELECT kind, value, created_ms FROM identifiers WHERE account_id = %s AND customer_uuid = %s
+ORDER BY created_ms, kind COLLATE "C", value COLLATE "C"
+
+-- name: profiles_merged_into
+SELECT uuid, created_ms, merged_ms FROM customers
+WHERE account_id = %s AND merged_into = %s
+ORDER BY merged_ms NULLS LAST, id
+
+-- name: conflicts_of_customer
+-- The newest conflicts the profile is either side of.
+SELECT id, received_ms, event_uuid, customer_uuid, other_uuid, kind, value FROM (
+    SELECT * FROM identity_conflicts WHERE account_id = %s AND customer_uuid = %s
+    UNION
+    SELECT * FROM identity_conflicts WHERE account_id = %s AND other_uuid = %s) AS c
+ORDER BY received_ms DESC, id DESC LIMIT %s
+
+-- name: customer_events_page
+-- From events_by_customer of every partition (newest first); ties on timestamp_ms are sorted
+-- by id a few rows at a time.
+SELECT timestamp_ms, id, body, user_uuid, received_ms FROM events
+WHERE account_id = %s AND user_uuid = %s AND timestamp_ms <= %s AND (timestamp_ms < %s OR id < %s)
+ORDER BY timestamp_ms DESC, id DESC LIMIT %s

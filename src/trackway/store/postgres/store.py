@@ -53,6 +53,7 @@ from trackway.domain.batch import (
     names_to_count,
     plan_account,
 )
+from trackway.domain.customers import SearchPrefix
 from trackway.domain.errors import (
     AccountExists,
     AccountNotFound,
@@ -68,13 +69,19 @@ from trackway.store.base import (
     ArrivedEvent,
     AttributeType,
     Credential,
+    CustomerDetails,
     CustomerRecord,
+    CustomerSummary,
     ErrorFilter,
     ErrorLogRow,
+    IdentifierSeen,
+    IdentityConflict,
     IngestResult,
     LoggedError,
+    MergedProfile,
     Rejection,
     StoredEvent,
+    TimelineEvent,
     count_outcomes,
     entries_by_account,
     error_log_rows,
@@ -92,6 +99,8 @@ Q = load_queries("trackway.store.postgres", "queries.sql")
 MIGRATION_LOCK = 7311
 PARTITION_LOCK = 7313
 MAX_BATCH_EVENTS = 20000
+# Past every row id and every sort key: the position before the first page.
+MAX_ROW_ID = 2**63 - 1
 # Event-loop turns the writer lets pass before it cuts a batch (2 workers, 64 connections: 3
 # turns took a batch from 8 to 14 events and ingest from ~4,400 to ~5,700 ev/s; 1 turn, 4,700).
 GATHER_TURNS = 3
@@ -152,8 +161,8 @@ def _write_batch_params(
     names = sorted({(a, e.event) for a, e, _ in stored})
     now = now_ms()
     return [
-        *_columns(new_profiles, 8),
-        *_columns(changed_profiles, 8),
+        *_columns(new_profiles, 9),
+        *_columns(changed_profiles, 9),
         *_columns(identifiers, 5),
         *_columns(events, 8),
         random.randrange(DAILY_SHARDS),
@@ -331,7 +340,9 @@ class PostgresStore:
         with contextlib.suppress(psycopg.Error):
             await conn.close()
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _fetch(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         async with self._connection() as conn:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
@@ -564,8 +575,10 @@ class PostgresStore:
                 await conn.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
                 await conn.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
                 await conn.execute(
-                    Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser)
-                )
+                    Q["merge_customers"],
+                    (merge.winner, merge.loser, merge.received_ms, account_id, merge.loser,
+                     merge.loser),
+                )  # fmt: skip
             if w.conflicts:
                 await conn.cursor().executemany(Q["insert_conflict"], w.conflicts)
         for account_id, plan in plans.items():
@@ -818,6 +831,66 @@ class PostgresStore:
         )
         return [StoredEvent(*row) for row in rows]
 
+    async def customer_events_page(
+        self, account: Account, user_uuid: str, before: tuple[int, int] | None, limit: int
+    ) -> list[TimelineEvent]:
+        before_ms, before_id = before or (END_OF_TIME_MS, MAX_ROW_ID)
+        rows = await self._fetch(
+            Q["customer_events_page"],
+            (account.id, user_uuid, before_ms, before_ms, before_id, limit),
+        )
+        return [
+            TimelineEvent(i, StoredEvent(body, user, received, ts))
+            for ts, i, body, user, received in rows
+        ]
+
+    async def search_customers(
+        self,
+        account: Account,
+        prefix: SearchPrefix | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[CustomerSummary]:
+        seen, row_id = before or (MAX_ROW_ID, MAX_ROW_ID)
+        if prefix is None:
+            rows = await self._fetch(Q["customers_page"], (account.id, seen, row_id, limit))
+        else:
+            params = {
+                "a": account.id,
+                "exact": prefix.exact,
+                "exact_upper": prefix.exact_upper,
+                "folded": prefix.folded,
+                "folded_upper": prefix.folded_upper,
+                "seen": seen,
+                "id": row_id,
+                "limit": limit,
+            }
+            rows = await self._fetch(Q["customers_by_prefix"], params)
+        return [_summary(row) for row in rows]
+
+    async def customer_details(
+        self, account: Account, uuid: str, conflicts: int
+    ) -> CustomerDetails | None:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> CustomerDetails | None:
+            a = account.id
+            customer = await _customer(conn, a, uuid)
+            if customer is None:
+                return None
+            live = customer.uuid
+            seen = await conn.execute(Q["identifiers_seen_of_customer"], (a, live))
+            identifiers = [IdentifierSeen(*row) for row in await seen.fetchall()]
+            merged = await conn.execute(Q["profiles_merged_into"], (a, live))
+            profiles = [MergedProfile(*row) for row in await merged.fetchall()]
+            found = await conn.execute(Q["conflicts_of_customer"], (a, live, a, live, conflicts))
+            return CustomerDetails(
+                customer,
+                identifiers,
+                profiles,
+                [IdentityConflict(*row) for row in await found.fetchall()],
+            )
+
+        return await self._transaction(work)
+
     async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
         rows = await self._fetch(Q["latest_events"], (account.id, event, limit))
         return [StoredEvent(*row) for row in rows]
@@ -951,9 +1024,15 @@ async def _customer(
         row = await cursor.fetchone()
     if row is None:
         return None
-    live, customer_id, email, _, attributes, subscriptions, created, updated = row
+    live, customer_id, email, _, attributes, subscriptions, created, updated, seen = row
     cursor = await conn.execute(Q["identifiers_of_customer"], (account_id, live))
     identifiers = [(k, v) for k, v in await cursor.fetchall()]
     return CustomerRecord(
-        live, customer_id, email, attributes, subscriptions, created, updated, identifiers
+        live, customer_id, email, attributes, subscriptions, created, updated, identifiers, seen
     )
+
+
+def _summary(row: tuple[Any, ...]) -> CustomerSummary:
+    i, uuid, customer_id, email, created, updated, seen, kind, value = row
+    matched = None if kind is None else (kind, value)
+    return CustomerSummary(i, uuid, customer_id, email, created, updated, seen, matched)

@@ -76,7 +76,7 @@ JOIN identifiers AS i
     ON i.account_id = ? AND i.kind = wanted.column1 AND i.value = wanted.column2
 
 -- name: profiles_by_uuid
-SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms
+SELECT uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms, seen_ms
 FROM customers WHERE account_id = ? AND uuid IN ({marks})
 
 -- name: count_attribute_types
@@ -100,12 +100,14 @@ DELETE FROM attribute_types WHERE account_id = ? AND name = ? RETURNING name, ty
 
 -- name: insert_customer
 INSERT INTO customers
-    (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    (account_id, uuid, customer_id, email, attributes, subscriptions, created_ms, updated_ms,
+     seen_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: update_customer
 UPDATE customers
-SET customer_id = ?, email = ?, attributes = ?, subscriptions = ?, created_ms = ?, updated_ms = ?
+SET customer_id = ?, email = ?, attributes = ?, subscriptions = ?, created_ms = ?, updated_ms = ?,
+    seen_ms = ?
 WHERE account_id = ? AND uuid = ?
 
 -- name: insert_identifier
@@ -118,7 +120,10 @@ UPDATE identifiers SET customer_uuid = ? WHERE account_id = ? AND customer_uuid 
 UPDATE events SET user_uuid = ? WHERE account_id = ? AND user_uuid = ?
 
 -- name: merge_customers
-UPDATE customers SET merged_into = ? WHERE account_id = ? AND (uuid = ? OR merged_into = ?)
+-- The loser, and the profiles merged into it before (they keep their merged_ms).
+UPDATE customers
+SET merged_into = ?, merged_ms = CASE WHEN uuid = ? THEN ? ELSE merged_ms END
+WHERE account_id = ? AND (uuid = ? OR merged_into = ?)
 
 -- name: insert_conflict
 INSERT INTO identity_conflicts
@@ -137,7 +142,8 @@ DELETE FROM rate_windows WHERE account_id = ? AND name = ? AND window_start < ?
 SELECT customer_uuid FROM identifiers WHERE account_id = ? AND kind = ? AND value = ?
 
 -- name: customer_by_uuid
-SELECT uuid, customer_id, email, merged_into, attributes, subscriptions, created_ms, updated_ms
+SELECT uuid, customer_id, email, merged_into, attributes, subscriptions, created_ms, updated_ms,
+       seen_ms
 FROM customers WHERE account_id = ? AND uuid = ?
 
 -- name: identifiers_of_customer
@@ -254,3 +260,64 @@ WHERE account_id = ? AND id = ? AND replayed_ms IS NULL
 -- name: mark_error_failed
 UPDATE error_log SET error_type = ?, errors = ?, retried_ms = ?
 WHERE account_id = ? AND id = ? AND replayed_ms IS NULL
+
+-- Finding and browsing customers (schema/006). Keyset pages, newest activity first: the
+-- position is (seen_ms, id), and every query reads an index range, never the events.
+
+-- name: customers_page
+SELECT id, uuid, customer_id, email, created_ms, updated_ms, seen_ms, NULL, NULL
+FROM customers INDEXED BY customers_by_activity
+WHERE account_id = ? AND merged_into IS NULL AND (seen_ms, id) < (?, ?)
+ORDER BY seen_ms DESC, id DESC LIMIT ?
+
+-- name: customers_by_prefix
+-- One range per kind; a customer matched by several identifiers once, under the strongest
+-- kind (SQLite takes the bare columns of the row of min(rank)). CROSS JOIN keeps the matches
+-- the outer loop: each is one search of customers_by_uuid.
+WITH matches (customer_uuid, kind, value, rank) AS (
+    SELECT customer_uuid, kind, value, 0 FROM identifiers
+    WHERE account_id = ? AND kind = 'customer_id' AND value >= ? AND value < ?
+    UNION ALL
+    SELECT customer_uuid, kind, value, 1 FROM identifiers
+    WHERE account_id = ? AND kind = 'email' AND value >= ? AND value < ?
+    UNION ALL
+    SELECT customer_uuid, kind, value, 2 FROM identifiers
+    WHERE account_id = ? AND kind = 'device_id' AND value >= ? AND value < ?
+    UNION ALL
+    SELECT customer_uuid, kind, value, 3 FROM identifiers
+    WHERE account_id = ? AND kind = 'cookie' AND value >= ? AND value < ?
+), best AS (
+    SELECT customer_uuid, kind, value, min(rank) FROM matches GROUP BY customer_uuid
+)
+SELECT c.id, c.uuid, c.customer_id, c.email, c.created_ms, c.updated_ms, c.seen_ms,
+       b.kind, b.value
+FROM best AS b CROSS JOIN customers AS c
+WHERE c.account_id = ? AND c.uuid = b.customer_uuid AND c.merged_into IS NULL
+    AND (c.seen_ms, c.id) < (?, ?)
+ORDER BY c.seen_ms DESC, c.id DESC LIMIT ?
+
+-- name: identifiers_seen_of_customer
+SELECT kind, value, created_ms FROM identifiers INDEXED BY identifiers_by_customer
+WHERE account_id = ? AND customer_uuid = ?
+ORDER BY created_ms, kind, value
+
+-- name: profiles_merged_into
+SELECT uuid, created_ms, merged_ms FROM customers INDEXED BY customers_by_merge
+WHERE account_id = ? AND merged_into = ?
+ORDER BY merged_ms IS NULL, merged_ms, id
+
+-- name: conflicts_of_customer
+-- The newest conflicts the profile is either side of.
+SELECT id, received_ms, event_uuid, customer_uuid, other_uuid, kind, value FROM (
+    SELECT * FROM identity_conflicts INDEXED BY identity_conflicts_by_customer
+    WHERE account_id = ? AND customer_uuid = ?
+    UNION
+    SELECT * FROM identity_conflicts INDEXED BY identity_conflicts_by_other
+    WHERE account_id = ? AND other_uuid = ?)
+ORDER BY received_ms DESC, id DESC LIMIT ?
+
+-- name: customer_events_page
+-- From events_by_customer, whose implicit rowid keeps (timestamp_ms, id) in index order.
+SELECT timestamp_ms, id, body, user_uuid, received_ms FROM events
+WHERE account_id = ? AND user_uuid = ? AND timestamp_ms <= ? AND (timestamp_ms < ? OR id < ?)
+ORDER BY timestamp_ms DESC, id DESC LIMIT ?

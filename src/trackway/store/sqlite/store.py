@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
+from trackway.domain.customers import SearchPrefix
 from trackway.domain.errors import (
     AccountExists,
     AccountNotFound,
@@ -31,12 +32,18 @@ from trackway.store.base import (
     ArrivedEvent,
     AttributeType,
     Credential,
+    CustomerDetails,
     CustomerRecord,
+    CustomerSummary,
     ErrorFilter,
+    IdentifierSeen,
+    IdentityConflict,
     IngestResult,
     LoggedError,
+    MergedProfile,
     Rejection,
     StoredEvent,
+    TimelineEvent,
 )
 from trackway.store.queries import migration_files
 from trackway.store.sqlite.writer import (
@@ -63,6 +70,8 @@ PRAGMAS = (
     "PRAGMA cache_size = -65536",
 )
 READER_THREADS = 4
+# Past every row id and every sort key: the position before the first page.
+MAX_ROW_ID = 2**63 - 1
 
 
 def path_from_url(url: str) -> Path:
@@ -397,6 +406,62 @@ class SQLiteStore:
         rows = await self._read(lambda conn: conn.execute(Q["customer_events"], params).fetchall())
         return [StoredEvent(_decode(body), *rest) for body, *rest in rows]
 
+    async def customer_events_page(
+        self, account: Account, user_uuid: str, before: tuple[int, int] | None, limit: int
+    ) -> list[TimelineEvent]:
+        before_ms, before_id = before or (END_OF_TIME_MS, MAX_ROW_ID)
+        params = (account.id, user_uuid, before_ms, before_ms, before_id, limit)
+        rows = await self._read(
+            lambda conn: conn.execute(Q["customer_events_page"], params).fetchall()
+        )
+        return [
+            TimelineEvent(i, StoredEvent(_decode(body), user, received, ts))
+            for ts, i, body, user, received in rows
+        ]
+
+    async def search_customers(
+        self,
+        account: Account,
+        prefix: SearchPrefix | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> list[CustomerSummary]:
+        position = before or (MAX_ROW_ID, MAX_ROW_ID)
+        a = account.id
+        params: tuple[Any, ...]
+        if prefix is None:
+            sql, params = Q["customers_page"], (a, *position, limit)
+        else:
+            exact = (prefix.exact, prefix.exact_upper)
+            sql = Q["customers_by_prefix"]
+            params = (a, *exact, a, prefix.folded, prefix.folded_upper, a, *exact, a, *exact,
+                      a, *position, limit)  # fmt: skip
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        return [_summary(row) for row in rows]
+
+    async def customer_details(
+        self, account: Account, uuid: str, conflicts: int
+    ) -> CustomerDetails | None:
+        def read(conn: sqlite3.Connection) -> CustomerDetails | None:
+            a = account.id
+            customer = _customer(conn, a, uuid)
+            if customer is None:
+                return None
+            live = customer.uuid
+            seen = conn.execute(Q["identifiers_seen_of_customer"], (a, live)).fetchall()
+            merged = conn.execute(Q["profiles_merged_into"], (a, live)).fetchall()
+            found = conn.execute(
+                Q["conflicts_of_customer"], (a, live, a, live, conflicts)
+            ).fetchall()
+            return CustomerDetails(
+                customer,
+                [IdentifierSeen(*row) for row in seen],
+                [MergedProfile(*row) for row in merged],
+                [IdentityConflict(*row) for row in found],
+            )
+
+        return await self._read(read)
+
     async def latest_events(self, account: Account, event: str, limit: int) -> list[StoredEvent]:
         params = (account.id, event, limit)
         rows = await self._read(lambda conn: conn.execute(Q["latest_events"], params).fetchall())
@@ -512,7 +577,7 @@ def _customer(conn: sqlite3.Connection, account_id: int, uuid: str) -> CustomerR
         row = conn.execute(Q["customer_by_uuid"], (account_id, row[3])).fetchone()
     if row is None:
         return None
-    live, customer_id, email, _, attributes, subscriptions, created, updated = row
+    live, customer_id, email, _, attributes, subscriptions, created, updated, seen = row
     identifiers = conn.execute(Q["identifiers_of_customer"], (account_id, live)).fetchall()
     return CustomerRecord(
         live,
@@ -523,7 +588,14 @@ def _customer(conn: sqlite3.Connection, account_id: int, uuid: str) -> CustomerR
         created,
         updated,
         [(k, v) for k, v in identifiers],
+        seen,
     )
+
+
+def _summary(row: Any) -> CustomerSummary:
+    i, uuid, customer_id, email, created, updated, seen, kind, value = row
+    matched = None if kind is None else (kind, value)
+    return CustomerSummary(i, uuid, customer_id, email, created, updated, seen, matched)
 
 
 def _replayed_param(replayed: bool | None) -> int | None:

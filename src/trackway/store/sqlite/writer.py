@@ -281,12 +281,13 @@ class Writer(threading.Thread):
         profiles: dict[str, Profile] = {}
         for chunk in _chunks(sorted(set(index.values())), IN_LIST):
             sql = _in_list_sql("profiles_by_uuid", len(chunk))
-            for u, cid, email, attributes, subscriptions, created, updated in conn.execute(
+            for u, cid, email, attributes, subscriptions, created, updated, seen in conn.execute(
                 sql, (account_id, *chunk)
             ):
                 profiles[u] = Profile(
-                    u, cid, email, _decode(attributes), _decode(subscriptions), created, updated
-                )
+                    u, cid, email, _decode(attributes), _decode(subscriptions), created, updated,
+                    seen,
+                )  # fmt: skip
         return Lookups(existing, types, index, profiles)
 
     @staticmethod
@@ -300,7 +301,17 @@ class Writer(threading.Thread):
             log.info("merging customer %s into %s", merge.loser, merge.winner)
             conn.execute(Q["merge_identifiers"], (merge.winner, account_id, merge.loser))
             conn.execute(Q["merge_events"], (merge.winner, account_id, merge.loser))
-            conn.execute(Q["merge_customers"], (merge.winner, account_id, merge.loser, merge.loser))
+            conn.execute(
+                Q["merge_customers"],
+                (
+                    merge.winner,
+                    merge.loser,
+                    merge.received_ms,
+                    account_id,
+                    merge.loser,
+                    merge.loser,
+                ),
+            )
         if writes.changed_profiles:
             conn.executemany(Q["update_customer"], writes.changed_profiles)
         if writes.identifiers:

@@ -1,4 +1,4 @@
-/* The clickstream page of Trackway: live stream, counts, errors. Plain JavaScript, no library.
+/* The clickstream page of Trackway: live stream, customers, counts, errors. Plain JavaScript, no library.
  * Every value from the server reaches the page through textContent or an attribute, never as
  * markup, so whatever an event or a payload holds is shown, not run. */
 (function () {
@@ -142,11 +142,14 @@
 
   // -- views --------------------------------------------------------------------------------
 
-  var VIEWS = ["stream", "counts", "errors"];
+  var VIEWS = ["stream", "customers", "counts", "errors"];
   var loaded = {};
 
+  // #customers/UUID opens that customer's profile in the Customers view.
   function route() {
-    var name = (location.hash || "#stream").slice(1);
+    var hash = (location.hash || "#stream").slice(1);
+    var name = hash.split("/")[0];
+    var detail = hash.slice(name.length + 1);
     if (VIEWS.indexOf(name) < 0) name = "stream";
     VIEWS.forEach(function (view) {
       $("view-" + view).hidden = view !== name;
@@ -157,7 +160,13 @@
     document.body.setAttribute("data-view", name);
     if (name === "counts" && !loaded.counts) { loaded.counts = true; loadCounts(); }
     if (name === "errors" && !loaded.errors) { loaded.errors = true; loadErrors(); }
+    if (name === "customers") {
+      if (!loaded.customers) { loaded.customers = true; loadCustomers(false); }
+      showProfile(detail ? decodeURIComponent(detail) : null);
+    }
   }
+
+  function profileHref(uuid) { return "#customers/" + encodeURIComponent(uuid); }
 
   // -- live stream --------------------------------------------------------------------------
 
@@ -243,18 +252,23 @@
       var label = name === "retailer_customer_id" ? "customer_id" : name;
       if (shown[label]) return;
       shown[label] = true;
-      chips.push(el("span", { className: "chip", "data-identifier": label, title: label + ": " + display(value) }, [
-        el("span", { className: "k", text: label }),
-        el("span", { className: "v", text: display(value) })
-      ]));
+      chips.push(customerChip(doc, label, display(value), label + ": " + display(value)));
     });
     if (!chips.length && doc.user_uuid) {
-      chips.push(el("span", { className: "chip", title: "user_uuid: " + doc.user_uuid }, [
-        el("span", { className: "k", text: "user" }),
-        el("span", { className: "v", text: String(doc.user_uuid).slice(0, 8) + "…" })
-      ]));
+      chips.push(customerChip(doc, null, String(doc.user_uuid).slice(0, 8) + "…", "user_uuid: " + doc.user_uuid));
     }
     return el("div", { className: "chips" }, chips);
+  }
+
+  // A chip opens the customer's profile (a link, so it also opens in a new tab).
+  function customerChip(doc, label, value, title) {
+    var uuid = typeof doc.user_uuid === "string" ? doc.user_uuid : "";
+    var chip = el(uuid ? "a" : "span", {
+      className: "chip", "data-identifier": label, "data-user-uuid": uuid || null,
+      href: uuid ? profileHref(uuid) : null, title: title + (uuid ? " · open the profile" : "")
+    }, [el("span", { className: "k", text: label || "user" }), el("span", { className: "v", text: value })]);
+    chip.addEventListener("click", function (event) { event.stopPropagation(); });
+    return chip;
   }
 
   function attributeSummary(doc) {
@@ -285,7 +299,8 @@
     return el("div", null, [grid, el("pre", { className: "json", text: JSON.stringify(doc, null, 2) })]);
   }
 
-  function addStreamRow(doc, id, fresh) {
+  // One event as a row that opens its details; `withCustomer` adds the identifier chips.
+  function eventGroup(doc, id, fresh, withCustomer) {
     // The event's own time (an imported or a late event shows when it happened); the time it
     // was received on hover and in the details.
     var time = splitTime(doc.timestamp || doc._bsft_ts);
@@ -294,16 +309,22 @@
         el("span", { className: "date", text: time[0] + " " }), time[1]
       ]),
       el("td", { className: "event" }, eventPill(doc.event)),
-      el("td", { className: "customer" }, identifierChips(doc)),
+      withCustomer ? el("td", { className: "customer" }, identifierChips(doc)) : null,
       el("td", null, attributeSummary(doc))
     ]);
-    var group = el("tbody", { className: "event-row", "data-event": display(doc.event) }, row);
+    var group = el("tbody", { className: "event-row", "data-event": display(doc.event),
+      "data-event-uuid": typeof doc.event_uuid === "string" ? doc.event_uuid : null }, row);
     row.addEventListener("click", function () {
       var open = group.querySelector("tr.detail");
       if (open) { group.removeChild(open); row.classList.remove("open"); return; }
       row.classList.add("open");
-      group.appendChild(el("tr", { className: "detail" }, el("td", { colspan: 4 }, eventDetail(doc))));
+      group.appendChild(el("tr", { className: "detail" }, el("td", { colspan: withCustomer ? 4 : 3 }, eventDetail(doc))));
     });
+    return group;
+  }
+
+  function addStreamRow(doc, id, fresh) {
+    var group = eventGroup(doc, id, fresh, true);
     var table = $("stream-table");
     var first = table.tBodies[0];
     table.insertBefore(group, first || null);
@@ -376,6 +397,227 @@
     clearStream();
     setConn("connecting", "Connecting…");
     connect(false);
+  }
+
+  // -- customers ----------------------------------------------------------------------------
+
+  var CUSTOMER_PAGE = 50;
+  var TIMELINE_PAGE = 50;
+  var people = { q: "", next: null, request: 0, shown: 0 };
+  var profile = { uuid: null, asked: null, before: null, request: 0, events: 0 };
+
+  function customerName(c) {
+    return c.customer_id || c.email || String(c.uuid).slice(0, 13) + "…";
+  }
+
+  function loadCustomers(more) {
+    var params = new URLSearchParams();
+    if (people.q) params.set("q", people.q);
+    params.set("limit", String(CUSTOMER_PAGE));
+    if (more && people.next) params.set("cursor", people.next);
+    var request = ++people.request;
+    document.body.setAttribute("data-customers", "loading");
+    return api("/api/v1/customers/search?" + params.toString()).then(function (doc) {
+      if (request !== people.request) return;
+      renderCustomers(doc.customers || [], more);
+      people.next = doc.next || null;
+      $("customers-more").hidden = !people.next;
+      document.body.setAttribute("data-customers", "ready");
+    }).catch(function (error) {
+      if (request !== people.request) return;
+      document.body.setAttribute("data-customers", "failed");
+      toast("Could not load the customers: " + error.message, true);
+    });
+  }
+
+  function renderCustomers(list, more) {
+    var table = $("customers-table");
+    if (!more) {
+      while (table.tBodies.length) table.removeChild(table.tBodies[0]);
+      people.shown = 0;
+    }
+    var body = el("tbody");
+    list.forEach(function (c) {
+      var facts = [];
+      if (c.customer_id) facts.push(el("span", { className: "chip" }, [el("span", { className: "k", text: "customer_id" }), el("span", { className: "v", text: c.customer_id })]));
+      if (c.email) facts.push(el("span", { className: "chip" }, [el("span", { className: "k", text: "email" }), el("span", { className: "v", text: c.email })]));
+      if (c.matched && c.matched.kind !== "customer_id" && c.matched.kind !== "email") {
+        facts.push(el("span", { className: "chip matched" }, [el("span", { className: "k", text: c.matched.kind }), el("span", { className: "v", text: c.matched.value })]));
+      }
+      if (!facts.length) facts.push(el("span", { className: "muted", text: "anonymous" }));
+      var seen = splitTime(c.last_seen_at);
+      var row = el("tr", { className: "row customer-row", "data-uuid": c.uuid }, [
+        el("td", null, [
+          el("a", { className: "customer-name", href: profileHref(c.uuid), text: customerName(c), title: c.uuid }),
+          el("div", { className: "chips" }, facts)
+        ]),
+        el("td", { className: "time" }, [el("span", { className: "date", text: seen[0] + " " }), seen[1]])
+      ]);
+      row.classList.toggle("open", c.uuid === profile.uuid);
+      row.addEventListener("click", function () { location.hash = profileHref(c.uuid); });
+      body.appendChild(row);
+    });
+    table.appendChild(body);
+    people.shown += list.length;
+    $("customers-empty").hidden = people.shown > 0;
+    $("customers-info").textContent = people.shown
+      ? number(people.shown) + (people.next ? "+" : "") + " shown · newest activity first"
+      : "";
+  }
+
+  function markOpenCustomer() {
+    document.querySelectorAll("#customers-table tr.customer-row").forEach(function (row) {
+      row.classList.toggle("open", row.getAttribute("data-uuid") === profile.uuid);
+    });
+  }
+
+  function showProfile(uuid) {
+    if (!uuid) {
+      profile.asked = profile.uuid = null;
+      $("profile-body").hidden = true;
+      $("profile-none").hidden = false;
+      document.body.removeAttribute("data-profile");
+      markOpenCustomer();
+      return;
+    }
+    if (uuid === profile.asked) return;
+    profile.asked = uuid;
+    var request = ++profile.request;
+    document.body.setAttribute("data-profile", "loading");
+    var path = "/api/v1/customers/" + encodeURIComponent(uuid);
+    api(path).then(function (doc) {
+      if (request !== profile.request) return;
+      renderProfile(doc.customer, uuid);
+      return loadTimeline(false, request);
+    }).then(function () {
+      if (request === profile.request) document.body.setAttribute("data-profile", "ready");
+    }).catch(function (error) {
+      if (request !== profile.request) return;
+      document.body.setAttribute("data-profile", "failed");
+      $("profile-body").hidden = true;
+      $("profile-none").hidden = false;
+      toast("Could not load the customer: " + error.message, true);
+    });
+  }
+
+  function kvList(node, entries, format) {
+    clear(node);
+    if (!entries.length) { node.appendChild(el("div", { className: "muted", text: "None." })); return; }
+    entries.forEach(function (entry) {
+      node.appendChild(el("dt", { text: entry[0], title: entry[0] }));
+      node.appendChild(el("dd", { "data-name": entry[0] }, format(entry[1])));
+    });
+  }
+
+  function rowsOf(tableId, rows, emptyText, columns) {
+    var body = $(tableId).tBodies[0];
+    clear(body);
+    rows.forEach(function (row) { body.appendChild(row); });
+    if (!rows.length) body.appendChild(el("tr", null, el("td", { colspan: columns, className: "muted", text: emptyText })));
+  }
+
+  function profileLink(uuid) {
+    return el("a", { className: "uuid", href: profileHref(uuid), text: uuid, title: "open " + uuid });
+  }
+
+  function renderProfile(c, asked) {
+    profile.uuid = c.uuid;
+    $("profile-none").hidden = true;
+    $("profile-body").hidden = false;
+    $("profile-title").textContent = customerName(c);
+    var note = $("profile-merged-note");
+    note.hidden = asked.toLowerCase() === c.uuid;
+    note.textContent = note.hidden ? "" : "Profile " + asked + " was merged into this one; its uuid answers with it.";
+    var facts = [["uuid", c.uuid], ["customer_id", c.customer_id], ["email", c.email],
+      ["created", c.created_at], ["updated", c.updated_at], ["last seen", c.last_seen_at]];
+    var grid = $("profile-facts");
+    clear(grid);
+    facts.forEach(function (fact) {
+      grid.appendChild(el("dt", { text: fact[0] }));
+      grid.appendChild(el("dd", { "data-fact": fact[0], text: fact[1] === null || fact[1] === undefined ? "–" : display(fact[1]) }));
+    });
+    rowsOf("profile-identifiers", (c.identifiers || []).map(function (i) {
+      return el("tr", { "data-kind": i.kind }, [
+        el("td", { className: "muted", text: i.kind }),
+        el("td", { className: "mono", text: i.value, title: i.value }),
+        el("td", { className: "time", text: display(i.first_seen_at).replace("T", " ").replace("Z", "") })
+      ]);
+    }), "No identifiers.", 3);
+    var attributes = c.attributes || {};
+    kvList($("profile-attributes"), Object.keys(attributes).sort().map(function (k) { return [k, attributes[k]]; }),
+      function (value) { return el("span", { className: "mono", text: display(value) }); });
+    var groups = c.subscription_groups || {};
+    kvList($("profile-subscriptions"), Object.keys(groups).sort().map(function (k) { return [k, groups[k]]; }),
+      function (on) { return el("span", { className: "status " + (on ? "replayed" : "pending"), text: on ? "subscribed" : "unsubscribed" }); });
+    rowsOf("profile-merges", (c.merged_profiles || []).map(function (m) {
+      return el("tr", { "data-uuid": m.uuid }, [
+        el("td", null, profileLink(m.uuid)),
+        el("td", { className: "time", text: display(m.created_at).replace("T", " ").replace("Z", "") }),
+        el("td", { className: "time", text: m.merged_at ? m.merged_at.replace("T", " ").replace("Z", "") : "–" })
+      ]);
+    }), "No profile was merged into this one.", 3);
+    rowsOf("profile-conflicts", (c.conflicts || []).map(function (x) {
+      var other = x.customer_uuid === c.uuid ? x.holder_uuid : x.customer_uuid;
+      var how = x.customer_uuid === c.uuid ? "holds it" : "sent it";
+      return el("tr", { "data-event-uuid": x.event_uuid }, [
+        el("td", { className: "time", text: display(x.at).replace("T", " ").replace("Z", "") }),
+        el("td", null, el("span", { className: "chip" }, [el("span", { className: "k", text: x.kind }), el("span", { className: "v", text: x.value })])),
+        el("td", null, [profileLink(other), el("span", { className: "muted", text: " " + how })]),
+        el("td", { className: "mono muted", text: x.event_uuid, title: x.event_uuid })
+      ]);
+    }), "No identity conflicts.", 4);
+    var table = $("profile-events");
+    while (table.tBodies.length) table.removeChild(table.tBodies[0]);
+    profile.before = null;
+    profile.events = 0;
+    markOpenCustomer();
+  }
+
+  function loadTimeline(more, request) {
+    var params = new URLSearchParams();
+    params.set("limit", String(TIMELINE_PAGE));
+    if (more && profile.before) params.set("before", profile.before);
+    var path = "/api/v1/customers/" + encodeURIComponent(profile.uuid) + "/events?" + params.toString();
+    $("profile-older").disabled = true;
+    return api(path).then(function (doc) {
+      if (request !== profile.request) return;
+      var table = $("profile-events");
+      (doc.events || []).forEach(function (event) { table.appendChild(eventGroup(event, null, false, false)); });
+      profile.events += (doc.events || []).length;
+      profile.before = doc.next || null;
+      $("profile-older").hidden = !profile.before;
+      $("profile-older").disabled = false;
+      $("profile-events-empty").hidden = profile.events > 0;
+      $("profile-events-info").textContent = profile.events
+        ? "· " + number(profile.events) + (profile.before ? "+" : "") +
+          (profile.events === 1 && !profile.before ? " event" : " events") + ", newest first"
+        : "";
+    });
+  }
+
+  function setupCustomers() {
+    var searchTimer = null;
+    function search() {
+      var q = $("customer-search").value.trim();
+      if (q === people.q) return;
+      people.q = q;
+      people.next = null;
+      loadCustomers(false);
+    }
+    $("customer-search").addEventListener("input", function () {
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(search, 250);
+    });
+    $("customer-search").addEventListener("change", search);
+    $("customers-more").addEventListener("click", function () { loadCustomers(true); });
+    $("profile-older").addEventListener("click", function () {
+      var request = profile.request;
+      document.body.setAttribute("data-profile", "loading");
+      loadTimeline(true, request).then(function () {
+        if (request === profile.request) document.body.setAttribute("data-profile", "ready");
+      }).catch(function (error) { toast("Could not load the events: " + error.message, true); });
+    });
+    $("profile-close").addEventListener("click", function () { location.hash = "#customers"; });
   }
 
   // -- counts -------------------------------------------------------------------------------
@@ -810,6 +1052,7 @@
 
   function start() {
     setupStream();
+    setupCustomers();
     setupCounts();
     setupErrors();
     window.addEventListener("hashchange", route);
