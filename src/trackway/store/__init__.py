@@ -37,9 +37,14 @@ def open_store(url: str) -> Store:
     """A store for `sqlite:///relative/path`, `sqlite:////absolute/path` or
     `postgresql://user:password@host:port/database`; not yet opened."""
     if url.startswith("sqlite://"):
-        from trackway.store.sqlite.store import SQLiteStore, path_from_url
+        import os
 
-        return SQLiteStore(path_from_url(url))
+        from trackway.store.sqlite.store import SQLiteStore, path_from_url
+        from trackway.store.sqlite.supervisor import SOCKET_ENV, running_writer
+
+        path = path_from_url(url)
+        # An API worker of `serve` is told its writer; a command finds a running server's.
+        return SQLiteStore(path, os.environ.get(SOCKET_ENV) or running_writer(path.resolve()))
     if url.startswith(("postgresql://", "postgres://")):
         from trackway.store.postgres.store import PostgresStore
 

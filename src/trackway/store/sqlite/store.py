@@ -1,6 +1,9 @@
-"""The SQLite store: every write through one writer thread per process (group commit, see
-writer.py), reads on a thread pool. Several processes may share one file: SQLite serialises
-their writers (BEGIN IMMEDIATE with a busy timeout)."""
+"""The SQLite store: reads on a thread pool; writes through one writer thread per process
+(group commit, see writer.py), except the events of a process that was given a writer
+socket: those go to the writer process of `trackway serve` (writer_process.py), which
+group-commits the events of every API worker together. Several processes may still write one
+file (the commands beside a server): SQLite serialises them (BEGIN IMMEDIATE with a busy
+timeout)."""
 
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from trackway.store.base import (
     StoredEvent,
 )
 from trackway.store.queries import migration_files
+from trackway.store.sqlite.remote import WriterClient
 from trackway.store.sqlite.writer import (
     IN_LIST,
     STOP,
@@ -74,8 +78,17 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
+    """`writer_socket`: hand every ingest to the writer process listening there (an API
+    worker of `trackway serve`, or a command beside one) instead of this process's writer
+    thread, which then writes only the rest (accounts, keys, names...)."""
+
+    def __init__(
+        self, path: Path, writer_socket: str | None = None, *, serves_others: bool = False
+    ) -> None:
         self.path = path
+        self.writer_socket = writer_socket
+        self._serves_others = serves_others
+        self._remote: WriterClient | None = None
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -127,8 +140,10 @@ class SQLiteStore:
     async def open(self) -> None:
         await asyncio.to_thread(self.migrate)
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="trackway-read")
-        self._writer = Writer(self)
+        self._writer = Writer(self, serves_others=self._serves_others)
         self._writer.start()
+        if self.writer_socket is not None:
+            self._remote = WriterClient(self.writer_socket)
 
     def migrate(self) -> None:
         """Apply every schema file newer than the database's user_version, each in a
@@ -161,6 +176,9 @@ class SQLiteStore:
             conn.close()
 
     async def close(self) -> None:
+        if self._remote is not None:
+            await self._remote.close()
+            self._remote = None
         if self._writer is not None:
             self._writer.jobs.put(STOP)
             await asyncio.to_thread(self._writer.join)
@@ -184,6 +202,8 @@ class SQLiteStore:
         events: Sequence[AcceptedEvent],
         rejections: Sequence[Rejection] = (),
     ) -> IngestResult:
+        if self._remote is not None:
+            return await self._remote.ingest(account.id, events, rejections)
         if self._writer is None:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()

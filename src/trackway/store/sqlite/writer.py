@@ -97,7 +97,7 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 class Job:
-    __slots__ = ("account_id", "call", "events", "future", "loop", "rejections")
+    __slots__ = ("account_id", "call", "events", "future", "group", "loop", "rejections")
 
     def __init__(
         self,
@@ -113,6 +113,9 @@ class Job:
         self.events = events
         self.rejections = rejections
         self.call = call
+        # (events, seconds) of the group commit that wrote this job, set on its first job
+        # only when the writer serves other processes (they count the commit in metrics).
+        self.group: tuple[int, float] | None = None
 
 
 STOP = object()
@@ -131,11 +134,13 @@ def _deliver(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None
 class Writer(threading.Thread):
     """The one thread of this process that writes."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, *, serves_others: bool = False) -> None:
         super().__init__(name="trackway-writer", daemon=True)
         self.store = store
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
+        # In the writer process: the API workers count each commit (Job.group), not this one.
+        self.serves_others = serves_others
 
     def run(self) -> None:
         stopping = False
@@ -164,16 +169,7 @@ class Writer(threading.Thread):
         outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         ingests = [job for job in batch if job.call is None]
         if ingests:
-            try:
-                started = time.perf_counter()
-                results = self._commit(self._write_ingest, ingests)
-                observe_batch(ingests, results, time.perf_counter() - started)
-                for job, result in zip(ingests, results, strict=True):
-                    outcomes.setdefault(job.loop, []).append((job.future, result, None))
-            except BaseException as exc:
-                error = self._translate(exc)
-                for job in ingests:
-                    outcomes.setdefault(job.loop, []).append((job.future, None, error))
+            self._ingest_group(ingests, outcomes)
         for job in batch:
             if job.call is None:
                 continue
@@ -186,6 +182,37 @@ class Writer(threading.Thread):
             # A loop closed while we wrote has nobody waiting for these.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, items)
+
+    def _ingest_group(
+        self, jobs: list[Job], outcomes: dict[asyncio.AbstractEventLoop, list[Any]]
+    ) -> None:
+        """One transaction for every job; when it fails for anything but the storage (a job
+        whose events make a statement fail), each job is retried in a transaction of its own,
+        so that one bad job fails alone and not the others of its group."""
+        try:
+            started = time.perf_counter()
+            results = self._commit(self._write_ingest, jobs)
+            seconds = time.perf_counter() - started
+            if self.serves_others:
+                jobs[0].group = (sum(len(job.events) for job in jobs), seconds)
+            else:
+                observe_batch(jobs, results, seconds)
+            for job, result in zip(jobs, results, strict=True):
+                outcomes.setdefault(job.loop, []).append((job.future, result, None))
+        except BaseException as exc:
+            error = self._translate(exc)
+            retry = isinstance(exc, Exception) and not isinstance(exc, sqlite3.OperationalError)
+            if len(jobs) > 1 and retry:
+                log.warning(
+                    "a group commit of %d jobs failed (%r): each job retried on its own",
+                    len(jobs),
+                    exc,
+                )
+                for job in jobs:
+                    self._ingest_group([job], outcomes)
+                return
+            for job in jobs:
+                outcomes.setdefault(job.loop, []).append((job.future, None, error))
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.OperationalError):
@@ -244,7 +271,7 @@ class Writer(threading.Thread):
                     user_uuid,
                     event.timestamp_ms,
                     event.received_ms,
-                    _encode(event.body),
+                    event.stored or _encode(event.body),
                 )
             count_outcomes(plan, entries, results)
 
