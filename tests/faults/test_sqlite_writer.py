@@ -8,9 +8,11 @@ API workers; the commands that write keep working beside it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 import uuid
@@ -19,7 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Account, Server, basic, create_account, query, run_cli, sqlite_url
+from conftest import (
+    Account,
+    Server,
+    basic,
+    create_account,
+    query,
+    run_cli,
+    sqlite_url,
+    trackway_command,
+)
 
 from trackway.domain.events import validate_event
 from trackway.domain.timestamps import now_ms
@@ -377,3 +388,98 @@ def test_commands_that_write_work_beside_a_running_server(tmp_path: Path) -> Non
     finally:
         server.stop()
     check_stored(account, load.acked)
+
+
+# -- import beside a running server --------------------------------------------------------------
+
+
+def write_lines(path: Path, count: int) -> list[str]:
+    uuids = [str(uuid.uuid4()) for _ in range(count)]
+    with open(path, "w") as f:
+        for i, event_uuid in enumerate(uuids):
+            f.write(
+                f'{{"event":"imported","cookie":"i-{i % 5000}","event_uuid":"{event_uuid}",'
+                f'"timestamp":"2026-01-01T00:00:00Z","n":{i}}}\n'
+            )
+    return uuids
+
+
+def start_import(path: Path, account: Account) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKWAY_")}
+    database = sqlite_url(account.db_path)
+    command = ["import", str(path), "--account", account.name, "--json", "--database", database]
+    return subprocess.Popen(
+        [*trackway_command(), *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def imported_count(account: Account) -> int:
+    rows = query(
+        account.db_path,
+        "SELECT count(*) AS n FROM events WHERE account_id = ? AND event = 'imported'",
+        [account.id],
+    )
+    return int(rows[0]["n"])
+
+
+def test_import_beside_live_traffic_goes_through_the_writer(tmp_path: Path) -> None:
+    db_path = tmp_path / "trackway.db"
+    account = create_account(db_path)
+    lines = 60_000
+    write_lines(tmp_path / "events.ndjson", lines)
+    server = Server(db_path, tmp_path / "server.log", "--workers", "2").start()
+    try:
+        with Load(server, account, threads=8) as load:
+            assert load.acked_after(0, 100, 30)
+            load.slowest = 0.0
+            importing = start_import(tmp_path / "events.ndjson", account)
+            out, err = importing.communicate(timeout=300)
+            during = load.slowest
+            assert load.acked_after(load.count(), 50, 30)
+    finally:
+        server.stop()
+    assert importing.returncode == 0, err
+    assert "the events go through its writer" in err
+    summary = json.loads(out)
+    assert summary["accepted"] == lines
+    assert imported_count(account) == lines
+    assert set(load.statuses) == {200}
+    check_stored(account, load.acked)
+    # The live requests interleave with the import: no multi-second waits.
+    assert during < 2.0, during
+    print(
+        f"import of {lines:,} lines beside live traffic: {summary['events_per_second']:,} "
+        f"events/s; slowest live POST meanwhile {during * 1000:.0f} ms"
+    )
+
+
+def test_the_writer_restarting_while_an_import_runs(tmp_path: Path) -> None:
+    db_path = tmp_path / "trackway.db"
+    account = create_account(db_path)
+    lines = 100_000
+    write_lines(tmp_path / "events.ndjson", lines)
+    server = Server(db_path, tmp_path / "server.log").start()
+    try:
+        importing = start_import(tmp_path / "events.ndjson", account)
+        deadline = time.monotonic() + 120
+        while imported_count(account) < 10_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert importing.poll() is None, "the import ended before the writer could be killed"
+        os.kill(the_writer(server), signal.SIGKILL)
+        out, err = importing.communicate(timeout=300)
+    finally:
+        server.stop()
+    assert importing.returncode == 0, err
+    summary = json.loads(out)
+    # What the lost attempt had committed comes back as duplicates: nothing twice, nothing lost.
+    assert summary["accepted"] + summary["duplicates"] == lines
+    assert imported_count(account) == lines
+    rows = query(
+        db_path, "SELECT count(DISTINCT event_uuid) AS d FROM events WHERE event = 'imported'"
+    )
+    assert rows[0]["d"] == lines
+    assert "was killed by SIGKILL" in server.log()

@@ -57,6 +57,10 @@ ROWS_PER_STATEMENT = 2000
 IN_LIST = 500
 # Events per group commit at most; the rest wait for the next transaction.
 MAX_BATCH_EVENTS = 20000
+# In the writer process, which serves live requests beside imports: a single POST waits for
+# one group commit at most, so groups stay short (an import call of 5,000 events and the live
+# jobs queued with it).
+SHARED_MAX_BATCH_EVENTS = 5000
 # The writer's page cache (KiB; SQLite takes the memory only as pages are read). The random
 # indexes (event uuid, customer) outgrow a small cache: inserting 2M events in batches of
 # 50,000 (a scratch benchmark of this schema) cost 53 us an event at the end with 64 MiB,
@@ -141,6 +145,7 @@ class Writer(threading.Thread):
         self.conn: sqlite3.Connection | None = None
         # In the writer process: the API workers count each commit (Job.group), not this one.
         self.serves_others = serves_others
+        self.max_batch_events = SHARED_MAX_BATCH_EVENTS if serves_others else MAX_BATCH_EVENTS
 
     def run(self) -> None:
         stopping = False
@@ -150,7 +155,7 @@ class Writer(threading.Thread):
                 break
             batch = item if isinstance(item, list) else [item]
             size = sum(len(job.events) + 1 for job in batch)
-            while size < MAX_BATCH_EVENTS:
+            while size < self.max_batch_events:
                 try:
                     item = self.jobs.get_nowait()
                 except queue.Empty:
