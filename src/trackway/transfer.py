@@ -52,6 +52,11 @@ BATCH_EVENTS = 5_000
 MAX_BATCH_EVENTS = 500_000
 # Batches handed to the store and not yet committed; the next one is read meanwhile.
 IN_FLIGHT = 4
+# Without a server, the import's own writer commits up to this many events at once (as many
+# batches as are in flight): fewer, bigger transactions, as fast as the 100,000-event calls of
+# before at a third of their memory.
+DIRECT_IN_FLIGHT = 8
+DIRECT_GROUP_EVENTS = 40_000
 # Through a running server's writer: how long a batch is retried while that writer restarts
 # (it is idempotent: each event has its event_uuid; the events the lost attempt had stored come
 # back as duplicates).
@@ -267,6 +272,10 @@ async def import_lines(
     uuids = EventUuids(account.uuid)
     secret = account.verification_secret
     in_flight: deque[tuple[PreparedBatch, asyncio.Task[IngestResult]]] = deque()
+    most = IN_FLIGHT
+    if getattr(store, "writer_socket", "remote") is None:
+        most = DIRECT_IN_FLIGHT
+        store.allow_large_groups(max(DIRECT_GROUP_EVENTS, batch_size))  # type: ignore[attr-defined]
 
     def next_batch() -> PreparedBatch | None:
         chunk = list(itertools.islice(lines, batch_size))
@@ -300,7 +309,7 @@ async def import_lines(
             ]
             task = asyncio.ensure_future(_ingest(store, account, batch.events, rejections))
             in_flight.append((batch, task))
-            while len(in_flight) >= IN_FLIGHT:
+            while len(in_flight) >= most:
                 done, pending = in_flight.popleft()
                 settle(done, await pending)
         while in_flight:

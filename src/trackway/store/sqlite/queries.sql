@@ -240,3 +240,11 @@ WHERE account_id = ? AND id = ? AND replayed_ms IS NULL
 -- name: mark_error_failed
 UPDATE error_log SET error_type = ?, errors = ?, retried_ms = ?
 WHERE account_id = ? AND id = ? AND replayed_ms IS NULL
+
+-- name: add_event_daily
+INSERT INTO event_daily (account_id, day, event, count) VALUES (?, ?, ?, ?)
+ON CONFLICT (account_id, day, event) DO UPDATE SET count = count + excluded.count
+
+-- name: add_event_name
+INSERT INTO event_names (account_id, name, display_name, type, created_ms) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (account_id, name) DO NOTHING

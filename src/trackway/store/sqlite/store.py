@@ -215,6 +215,12 @@ class SQLiteStore:
         self._pending.append(job)
         return await job.future  # type: ignore[no-any-return]
 
+    def allow_large_groups(self, events: int) -> None:
+        """Let this process's writer commit up to `events` at once (an import without a
+        server: nobody waits behind its transactions)."""
+        if self._writer is not None:
+            self._writer.max_batch_events = events
+
     def _hand_over(self) -> None:
         jobs, self._pending = self._pending, []
         if self._writer is None:

@@ -4,7 +4,8 @@ It takes every job queued while the previous transaction committed and writes th
 transaction, then answers them. Per batch and account it asks the database a fixed number of
 questions (which event uuids exist, which identifiers and profiles the events name, which
 attribute types are fixed), resolves the events in memory, and writes with multi-row
-statements; the triggers keep the rollups.
+statements; it counts the rollups once per (day, name) of the group (the error log's trigger
+keeps error_daily).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,7 +34,7 @@ from trackway.domain.batch import (
     plan_account,
 )
 from trackway.domain.errors import StoreUnavailable
-from trackway.domain.events import AcceptedEvent, Uuid7
+from trackway.domain.events import AcceptedEvent, Uuid7, event_type
 from trackway.domain.identity import Profile
 from trackway.store.base import (
     IngestResult,
@@ -93,6 +96,21 @@ def _in_list_sql(name: str, count: int) -> str:
     if name == "identifiers_of_pairs":
         return Q[name].replace("{pairs}", ",".join(["(?,?)"] * count))
     return Q[name].replace("{marks}", ",".join(["?"] * count))
+
+
+@lru_cache(maxsize=4096)
+def _day_of_second(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).isoformat()
+
+
+_EPOCH = date(1970, 1, 1)
+
+
+def _day(timestamp_ms: int) -> str:
+    """The day SQLite's strftime('%Y-%m-%d', timestamp_ms / 1000, 'unixepoch') gives (the
+    division truncates toward zero, as the rollup trigger did)."""
+    seconds = timestamp_ms // 1000 if timestamp_ms >= 0 else -(-timestamp_ms // 1000)
+    return _day_of_second(seconds // 86400)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -257,6 +275,8 @@ class Writer(threading.Thread):
     def _write_ingest(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[IngestResult]:
         results = [IngestResult() for _ in jobs]
         rows: list[Any] = []
+        daily: Counter[tuple[int, str, str]] = Counter()
+        names: dict[tuple[int, str], int] = {}
         plans: list[AccountPlan] = []
         for account_id, entries in entries_by_account(jobs).items():
             lookups = self._lookups(conn, account_id, lookups_needed([e for _, _, e in entries]))
@@ -278,10 +298,21 @@ class Writer(threading.Thread):
                     event.received_ms,
                     event.stored or _encode(event.body),
                 )
+                daily[(account_id, _day(event.timestamp_ms), event.event)] += 1
+                names.setdefault((account_id, event.event), event.received_ms)
             count_outcomes(plan, entries, results)
 
         for chunk in _chunks(rows, ROWS_PER_STATEMENT * 7):
             conn.execute(_insert_events_sql(len(chunk) // 7), chunk)
+        # The rollups, once per (day, name) and name of the group (they were a trigger's two
+        # upserts per row); every event of plan.stored is inserted (the lookups ran in this
+        # transaction), so the counts are exact.
+        if daily:
+            conn.executemany(Q["add_event_daily"], [(*key, n) for key, n in daily.items()])
+            conn.executemany(
+                Q["add_event_name"],
+                [(a, name, name, event_type(name), ms) for (a, name), ms in names.items()],
+            )
         log_rows = [v for row in error_log_rows(jobs, plans, results, _encode) for v in row]
         for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 5):
             conn.execute(_insert_error_log_sql(len(chunk) // 5), chunk)
