@@ -30,6 +30,9 @@ CATEGORIES = ["shoes", "shirts", "bags", "hats", "socks", "coats", "belts", "wat
 DAY_MS = 86_400_000
 
 
+RSS = False
+
+
 def trackway() -> list[str]:
     script = BIN / "trackway"
     return [str(script)] if script.exists() else [sys.executable, "-m", "trackway.cli"]
@@ -125,11 +128,17 @@ def import_once(source: Path, database: str, profile: Path | None) -> tuple[dict
     if profile is not None:
         command = [str(BIN / "py-spy"), "record", "--nonblocking", "--threads", "--rate", "100",
                    "--format", "speedscope", "--output", str(profile), "--", *command]  # fmt: skip
+    if RSS:
+        command = ["/usr/bin/time", "-v", *command]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     if result.returncode != 0:
         sys.exit(f"trackway import exited {result.returncode}:\n{result.stderr}")
+    if RSS:
+        peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+        print(f"peak RSS (GNU time -v): {int(peak[1]) / 1024:.0f} MiB" if peak else "no RSS",
+              file=sys.stderr)  # fmt: skip
     # The summary is the last JSON line (py-spy, when profiling, prints lines of its own).
     summary = json.loads([x for x in result.stdout.splitlines() if x.startswith("{")][-1])
     return summary, wall
@@ -161,7 +170,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the last run (speedscope JSON in bench/out)"
     )
+    parser.add_argument(
+        "--rss", action="store_true", help="run each import under GNU time -v: its peak RSS"
+    )
     args = parser.parse_args()
+    global RSS
+    RSS = args.rss
     OUT.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     header = machine()

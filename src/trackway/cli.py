@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,8 @@ from trackway.logs import logging_config
 from trackway.service import Trackway
 from trackway.settings import Settings, max_ahead_ms
 from trackway.store import Store, open_store, require_database
+from trackway.store.sqlite.store import SQLiteStore
+from trackway.store.sqlite.supervisor import SOCKET_ENV, WriterSupervisor
 
 T = TypeVar("T")
 DEFAULTS = Settings()
@@ -281,19 +284,62 @@ def serve(**options: Any) -> None:
     if metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     raise_file_limit()
-    uvicorn.run(
-        "trackway.http.app:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-        log_config=logging_config(settings.log_level, settings.log_format),
-        **server_options(settings),
-    )
-    if metrics_dir:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    supervisor = None
+    if isinstance(store, SQLiteStore):
+        # One writer process for the file, beside the API workers, watched and restarted.
+        supervisor = WriterSupervisor(
+            settings.database_url, store.path.resolve(), settings.log_level, settings.log_format
+        )
+        supervisor.start()
+        os.environ[SOCKET_ENV] = supervisor.socket_path
+    # uvicorn (one worker) re-raises the signal it stopped on once it is done: caught here, so
+    # that the writer is stopped after the API workers, then raised again.
+    caught: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda number, frame: caught.append(number))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        uvicorn.run(
+            "trackway.http.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+            log_config=logging_config(settings.log_level, settings.log_format),
+            **server_options(settings),
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signal.SIGTERM in caught:
+        signal.raise_signal(signal.SIGTERM)
+
+
+@main.command("writer", hidden=True)
+@database_option
+@click.option("--socket", "socket_path", required=True, help="Unix socket to listen on.")
+@click.option("--log-level", default=DEFAULTS.log_level)
+@click.option("--log-format", default=DEFAULTS.log_format)
+@max_attribute_names_option
+def writer(
+    database_url: str, socket_path: str, log_level: str, log_format: str, max_attribute_names: int
+) -> None:
+    """The writer process of a SQLite database (started and watched by `serve`, whose
+    settings it inherits from the environment)."""
+    import logging.config
+
+    from trackway.store.sqlite.store import path_from_url
+    from trackway.store.sqlite.writer_process import run_writer
+
+    logging.config.dictConfig(logging_config(log_level, log_format))
+    run_writer(path_from_url(database_url), socket_path, max_attribute_names)
 
 
 @main.group()

@@ -148,6 +148,9 @@ class AcceptedEvent(msgspec.Struct):
     # (name, type) of each custom attribute, in body order, when validation typed them
     # already (None: type them from the body: custom_attribute_types).
     attribute_types: list[tuple[str, str]] | None = None
+    # The body as the store keeps it (JSON), when encoded already: by the API worker that
+    # handed the event to SQLite's writer process (store/sqlite/wire.py).
+    stored: bytes | None = None
 
     @property
     def event_type(self) -> str:

@@ -39,9 +39,18 @@ def open_store(url: str, *, max_attribute_names: int = MAX_ATTRIBUTE_NAMES) -> S
     `postgresql://user:password@host:port/database`; not yet opened. An event that would take
     its account past `max_attribute_names` custom attribute names is refused."""
     if url.startswith("sqlite://"):
-        from trackway.store.sqlite.store import SQLiteStore, path_from_url
+        import os
 
-        return SQLiteStore(path_from_url(url), max_attribute_names=max_attribute_names)
+        from trackway.store.sqlite.store import SQLiteStore, path_from_url
+        from trackway.store.sqlite.supervisor import SOCKET_ENV, running_writer
+
+        path = path_from_url(url)
+        # An API worker of `serve` is told its writer; a command finds a running server's.
+        return SQLiteStore(
+            path,
+            os.environ.get(SOCKET_ENV) or running_writer(path.resolve()),
+            max_attribute_names=max_attribute_names,
+        )
     if url.startswith(("postgresql://", "postgres://")):
         from trackway.store.postgres.store import PostgresStore
 

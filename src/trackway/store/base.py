@@ -430,7 +430,7 @@ def error_log_rows(
                     event.received_ms,
                     rejection.error_type,
                     encode(rejection.errors),
-                    encode(event.body)[:MAX_RAW_BYTES],
+                    (event.stored or encode(event.body))[:MAX_RAW_BYTES],
                     JSON,
                     None,
                 )

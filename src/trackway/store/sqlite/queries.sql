@@ -321,3 +321,11 @@ ORDER BY received_ms DESC, id DESC LIMIT ?
 SELECT timestamp_ms, id, body, user_uuid, received_ms FROM events
 WHERE account_id = ? AND user_uuid = ? AND timestamp_ms <= ? AND (timestamp_ms < ? OR id < ?)
 ORDER BY timestamp_ms DESC, id DESC LIMIT ?
+
+-- name: add_event_daily
+INSERT INTO event_daily (account_id, day, event, count) VALUES (?, ?, ?, ?)
+ON CONFLICT (account_id, day, event) DO UPDATE SET count = count + excluded.count
+
+-- name: add_event_name
+INSERT INTO event_names (account_id, name, display_name, type, created_ms) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (account_id, name) DO NOTHING

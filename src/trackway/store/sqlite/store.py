@@ -1,6 +1,9 @@
-"""The SQLite store: every write through one writer thread per process (group commit, see
-writer.py), reads on a thread pool. Several processes may share one file: SQLite serialises
-their writers (BEGIN IMMEDIATE with a busy timeout)."""
+"""The SQLite store: reads on a thread pool; writes through one writer thread per process
+(group commit, see writer.py), except the events of a process that was given a writer
+socket: those go to the writer process of `trackway serve` (writer_process.py), which
+group-commits the events of every API worker together. Several processes may still write one
+file (the commands beside a server): SQLite serialises them (BEGIN IMMEDIATE with a busy
+timeout)."""
 
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from trackway.store.base import (
     TimelineEvent,
 )
 from trackway.store.queries import migration_files
+from trackway.store.sqlite.remote import WriterClient
 from trackway.store.sqlite.writer import (
     IN_LIST,
     STOP,
@@ -84,10 +88,24 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore:
-    def __init__(self, path: Path, *, max_attribute_names: int = MAX_ATTRIBUTE_NAMES) -> None:
+    """`writer_socket`: hand every ingest to the writer process listening there (an API
+    worker of `trackway serve`, or a command beside one) instead of this process's writer
+    thread, which then writes only the rest (accounts, keys, names...)."""
+
+    def __init__(
+        self,
+        path: Path,
+        writer_socket: str | None = None,
+        *,
+        serves_others: bool = False,
+        max_attribute_names: int = MAX_ATTRIBUTE_NAMES,
+    ) -> None:
         self.path = path
+        self.writer_socket = writer_socket
+        self._serves_others = serves_others
         # Custom attribute names one account may fix (the writer's bound).
         self.max_attribute_names = max_attribute_names
+        self._remote: WriterClient | None = None
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -139,8 +157,10 @@ class SQLiteStore:
     async def open(self) -> None:
         await asyncio.to_thread(self.migrate)
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="trackway-read")
-        self._writer = Writer(self)
+        self._writer = Writer(self, serves_others=self._serves_others)
         self._writer.start()
+        if self.writer_socket is not None:
+            self._remote = WriterClient(self.writer_socket)
 
     def migrate(self) -> None:
         """Apply every schema file newer than the database's user_version, each in a
@@ -173,6 +193,9 @@ class SQLiteStore:
             conn.close()
 
     async def close(self) -> None:
+        if self._remote is not None:
+            await self._remote.close()
+            self._remote = None
         if self._writer is not None:
             self._writer.jobs.put(STOP)
             await asyncio.to_thread(self._writer.join)
@@ -196,6 +219,8 @@ class SQLiteStore:
         events: Sequence[AcceptedEvent],
         rejections: Sequence[Rejection] = (),
     ) -> IngestResult:
+        if self._remote is not None:
+            return await self._remote.ingest(account.id, events, rejections)
         if self._writer is None:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
@@ -206,6 +231,12 @@ class SQLiteStore:
             loop.call_soon(self._hand_over)
         self._pending.append(job)
         return await job.future  # type: ignore[no-any-return]
+
+    def allow_large_groups(self, events: int) -> None:
+        """Let this process's writer commit up to `events` at once (an import without a
+        server: nobody waits behind its transactions)."""
+        if self._writer is not None:
+            self._writer.max_batch_events = events
 
     def _hand_over(self) -> None:
         jobs, self._pending = self._pending, []

@@ -4,7 +4,8 @@ It takes every job queued while the previous transaction committed and writes th
 transaction, then answers them. Per batch and account it asks the database a fixed number of
 questions (which event uuids exist, which identifiers and profiles the events name, which
 attribute types are fixed), resolves the events in memory, and writes with multi-row
-statements; the triggers keep the rollups.
+statements; it counts the rollups once per (day, name) of the group (the error log's trigger
+keeps error_daily).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +35,7 @@ from trackway.domain.batch import (
     plan_account,
 )
 from trackway.domain.errors import StoreUnavailable
-from trackway.domain.events import AcceptedEvent, Uuid7
+from trackway.domain.events import AcceptedEvent, Uuid7, event_type
 from trackway.domain.identity import Profile
 from trackway.store.base import (
     IngestResult,
@@ -58,6 +61,10 @@ ROWS_PER_STATEMENT = 2000
 IN_LIST = 500
 # Events per group commit at most; the rest wait for the next transaction.
 MAX_BATCH_EVENTS = 20000
+# In the writer process, which serves live requests beside imports: a single POST waits for
+# one group commit at most, so groups stay short (an import call of 5,000 events and the live
+# jobs queued with it).
+SHARED_MAX_BATCH_EVENTS = 5000
 # The writer's page cache (KiB; SQLite takes the memory only as pages are read). The random
 # indexes (event uuid, customer) outgrow a small cache: inserting 2M events in batches of
 # 50,000 (a scratch benchmark of this schema) cost 53 us an event at the end with 64 MiB,
@@ -92,13 +99,28 @@ def _in_list_sql(name: str, count: int) -> str:
     return Q[name].replace("{marks}", ",".join(["?"] * count))
 
 
+@lru_cache(maxsize=4096)
+def _day_of_second(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).isoformat()
+
+
+_EPOCH = date(1970, 1, 1)
+
+
+def _day(timestamp_ms: int) -> str:
+    """The day SQLite's strftime('%Y-%m-%d', timestamp_ms / 1000, 'unixepoch') gives (the
+    division truncates toward zero, as the rollup trigger did)."""
+    seconds = timestamp_ms // 1000 if timestamp_ms >= 0 else -(-timestamp_ms // 1000)
+    return _day_of_second(seconds // 86400)
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
 class Job:
-    __slots__ = ("account_id", "call", "events", "future", "loop", "rejections")
+    __slots__ = ("account_id", "call", "events", "future", "group", "loop", "rejections")
 
     def __init__(
         self,
@@ -114,6 +136,9 @@ class Job:
         self.events = events
         self.rejections = rejections
         self.call = call
+        # (events, seconds) of the group commit that wrote this job, set on its first job
+        # only when the writer serves other processes (they count the commit in metrics).
+        self.group: tuple[int, float] | None = None
 
 
 STOP = object()
@@ -132,11 +157,14 @@ def _deliver(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None
 class Writer(threading.Thread):
     """The one thread of this process that writes."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, *, serves_others: bool = False) -> None:
         super().__init__(name="trackway-writer", daemon=True)
         self.store = store
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.conn: sqlite3.Connection | None = None
+        # In the writer process: the API workers count each commit (Job.group), not this one.
+        self.serves_others = serves_others
+        self.max_batch_events = SHARED_MAX_BATCH_EVENTS if serves_others else MAX_BATCH_EVENTS
 
     def run(self) -> None:
         stopping = False
@@ -146,7 +174,7 @@ class Writer(threading.Thread):
                 break
             batch = item if isinstance(item, list) else [item]
             size = sum(len(job.events) + 1 for job in batch)
-            while size < MAX_BATCH_EVENTS:
+            while size < self.max_batch_events:
                 try:
                     item = self.jobs.get_nowait()
                 except queue.Empty:
@@ -165,16 +193,7 @@ class Writer(threading.Thread):
         outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         ingests = [job for job in batch if job.call is None]
         if ingests:
-            try:
-                started = time.perf_counter()
-                results = self._commit(self._write_ingest, ingests)
-                observe_batch(ingests, results, time.perf_counter() - started)
-                for job, result in zip(ingests, results, strict=True):
-                    outcomes.setdefault(job.loop, []).append((job.future, result, None))
-            except BaseException as exc:
-                error = self._translate(exc)
-                for job in ingests:
-                    outcomes.setdefault(job.loop, []).append((job.future, None, error))
+            self._ingest_group(ingests, outcomes)
         for job in batch:
             if job.call is None:
                 continue
@@ -187,6 +206,37 @@ class Writer(threading.Thread):
             # A loop closed while we wrote has nobody waiting for these.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, items)
+
+    def _ingest_group(
+        self, jobs: list[Job], outcomes: dict[asyncio.AbstractEventLoop, list[Any]]
+    ) -> None:
+        """One transaction for every job; when it fails for anything but the storage (a job
+        whose events make a statement fail), each job is retried in a transaction of its own,
+        so that one bad job fails alone and not the others of its group."""
+        try:
+            started = time.perf_counter()
+            results = self._commit(self._write_ingest, jobs)
+            seconds = time.perf_counter() - started
+            if self.serves_others:
+                jobs[0].group = (sum(len(job.events) for job in jobs), seconds)
+            else:
+                observe_batch(jobs, results, seconds)
+            for job, result in zip(jobs, results, strict=True):
+                outcomes.setdefault(job.loop, []).append((job.future, result, None))
+        except BaseException as exc:
+            error = self._translate(exc)
+            retry = isinstance(exc, Exception) and not isinstance(exc, sqlite3.OperationalError)
+            if len(jobs) > 1 and retry:
+                log.warning(
+                    "a group commit of %d jobs failed (%r): each job retried on its own",
+                    len(jobs),
+                    exc,
+                )
+                for job in jobs:
+                    self._ingest_group([job], outcomes)
+                return
+            for job in jobs:
+                outcomes.setdefault(job.loop, []).append((job.future, None, error))
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.OperationalError):
@@ -226,6 +276,8 @@ class Writer(threading.Thread):
     def _write_ingest(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[IngestResult]:
         results = [IngestResult() for _ in jobs]
         rows: list[Any] = []
+        daily: Counter[tuple[int, str, str]] = Counter()
+        names: dict[tuple[int, str], int] = {}
         plans: list[AccountPlan] = []
         for account_id, entries in entries_by_account(jobs).items():
             needed = lookups_needed([e for _, _, e in entries])
@@ -251,12 +303,23 @@ class Writer(threading.Thread):
                     user_uuid,
                     event.timestamp_ms,
                     event.received_ms,
-                    _encode(event.body),
+                    event.stored or _encode(event.body),
                 )
+                daily[(account_id, _day(event.timestamp_ms), event.event)] += 1
+                names.setdefault((account_id, event.event), event.received_ms)
             count_outcomes(plan, entries, results)
 
         for chunk in _chunks(rows, ROWS_PER_STATEMENT * 7):
             conn.execute(_insert_events_sql(len(chunk) // 7), chunk)
+        # The rollups, once per (day, name) and name of the group (they were a trigger's two
+        # upserts per row); every event of plan.stored is inserted (the lookups ran in this
+        # transaction), so the counts are exact.
+        if daily:
+            conn.executemany(Q["add_event_daily"], [(*key, n) for key, n in daily.items()])
+            conn.executemany(
+                Q["add_event_name"],
+                [(a, name, name, event_type(name), ms) for (a, name), ms in names.items()],
+            )
         log_rows = [v for row in error_log_rows(jobs, plans, results, _encode) for v in row]
         for chunk in _chunks(log_rows, ROWS_PER_STATEMENT * 7):
             conn.execute(_insert_error_log_sql(len(chunk) // 7), chunk)

@@ -1,0 +1,176 @@
+"""The writer process of a SQLite database (`trackway writer`, started and watched by `trackway
+serve`): the one process that writes its events.
+
+It listens on a Unix socket. API workers (and `trackway import` beside a running server) send
+it jobs (store/sqlite/wire.py); every job that arrives while a transaction commits joins the
+next one, whichever process sent it (the group commit of writer.py, now across processes), and
+each is answered after COMMIT.
+
+Stopping: SIGTERM or SIGINT (or the end of stdin, the pipe from `serve`: serve is gone) makes it
+stop once no client is connected any more, that is after the API workers have drained, or after
+STOP_WAIT_SECONDS at most; what it has received is committed and answered before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
+from trackway.domain.errors import StoreUnavailable
+from trackway.store.sqlite import wire
+from trackway.store.sqlite.store import SQLiteStore
+from trackway.store.sqlite.writer import Job, Writer
+
+log = logging.getLogger("trackway.writer")
+
+STOP_WAIT_SECONDS = 30.0
+
+
+class _Client(asyncio.Protocol):
+    def __init__(self, server: WriterServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.reader = wire.FrameReader()
+        self.out: list[bytes] = []
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.clients.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        loop = self.server.loop
+        jobs: list[Job] = []
+        try:
+            for raw in self.reader.feed(data):
+                job_wire = wire.job_decoder.decode(raw)
+                job = Job(
+                    loop,
+                    job_wire.account_id,
+                    wire.accepted_events(job_wire),
+                    wire.rejections_of(job_wire),
+                )
+                job.future.add_done_callback(functools.partial(self._answer, job_wire.id, job))
+                jobs.append(job)
+        except Exception as exc:
+            log.error("bad job from a client, connection dropped: %r", exc)
+            if self.transport is not None:
+                self.transport.abort()
+        if jobs:
+            self.server.writer.jobs.put(jobs)
+
+    def _answer(self, job_id: int, job: Job, future: asyncio.Future[Any]) -> None:
+        error = future.exception()
+        if error is None:
+            answer = wire.ok_answer(job_id, future.result(), job.group)
+        elif isinstance(error, StoreUnavailable):
+            answer = wire.WireAnswer(job_id, wire.STATUS_UNAVAILABLE, message=str(error))
+        else:
+            log.error("job failed on its own: %r", error)
+            answer = wire.WireAnswer(job_id, wire.STATUS_FAILED, message=repr(error))
+        if self.closed:
+            return
+        if not self.out:
+            self.server.loop.call_soon(self._flush)
+        self.out.append(wire.frame(answer))
+
+    def _flush(self) -> None:
+        out, self.out = self.out, []
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.clients.discard(self)
+        self.server.client_gone.set()
+
+
+class WriterServer:
+    def __init__(self, store: SQLiteStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.loop = loop
+        assert store._writer is not None
+        self.writer: Writer = store._writer
+        self.clients: set[_Client] = set()
+        self.client_gone = asyncio.Event()
+
+
+async def serve_writer(
+    database_path: Path, socket_path: str, max_attribute_names: int = MAX_ATTRIBUTE_NAMES
+) -> None:
+    loop = asyncio.get_running_loop()
+    store = SQLiteStore(
+        database_path, serves_others=True, max_attribute_names=max_attribute_names
+    )
+    await store.open()
+    server_state = WriterServer(store, loop)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    server = await loop.create_unix_server(lambda: _Client(server_state), socket_path)
+    os.chmod(socket_path, 0o600)
+    log.info("writer %d of %s listening on %s", os.getpid(), database_path, socket_path)
+
+    stop_asked = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_asked.set)
+    watching_stdin = False
+    with contextlib.suppress(OSError, ValueError):
+        fd = sys.stdin.fileno()
+        # A pipe from `serve`: its end means serve is gone.
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+
+            def stdin_readable() -> None:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    loop.remove_reader(fd)
+                    stop_asked.set()
+
+            loop.add_reader(fd, stdin_readable)
+            watching_stdin = True
+
+    await stop_asked.wait()
+    server.close()
+    deadline = loop.time() + STOP_WAIT_SECONDS
+    while server_state.clients and loop.time() < deadline:
+        server_state.client_gone.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server_state.client_gone.wait(), deadline - loop.time())
+    if server_state.clients:
+        log.warning("stopping with %d client(s) still connected", len(server_state.clients))
+    # Commit and answer what was received (SQLiteStore.close drains the writer's queue).
+    await store.close()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    for client in list(server_state.clients):
+        client._flush()
+        if client.transport is not None:
+            client.transport.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    if watching_stdin:
+        with contextlib.suppress(Exception):
+            loop.remove_reader(sys.stdin.fileno())
+    log.info("writer %d stopped", os.getpid())
+
+
+def run_writer(
+    database_path: Path, socket_path: str, max_attribute_names: int = MAX_ATTRIBUTE_NAMES
+) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(serve_writer(database_path, socket_path, max_attribute_names))
+    except ImportError:
+        asyncio.run(serve_writer(database_path, socket_path, max_attribute_names))
