@@ -355,7 +355,7 @@ WHERE account_id = %s AND id = %s AND replayed_ms IS NULL
 UPDATE error_log SET error_type = %s, errors = %s::jsonb, retried_ms = %s
 WHERE account_id = %s AND id = %s AND replayed_ms IS NULL
 
--- Finding and browsing customers (schema/007). Keyset pages, newest activity first: the
+-- Finding and browsing customers (schema/008). Keyset pages, newest activity first: the
 -- position is (seen_ms, id), and every query reads an index range, never the events.
 
 -- name: customers_page

@@ -261,7 +261,7 @@ WHERE account_id = ? AND id = ? AND replayed_ms IS NULL
 UPDATE error_log SET error_type = ?, errors = ?, retried_ms = ?
 WHERE account_id = ? AND id = ? AND replayed_ms IS NULL
 
--- Finding and browsing customers (schema/006). Keyset pages, newest activity first: the
+-- Finding and browsing customers (schema/007). Keyset pages, newest activity first: the
 -- position is (seen_ms, id), and every query reads an index range, never the events.
 
 -- name: customers_page

@@ -108,9 +108,7 @@ async def serve_writer(
     database_path: Path, socket_path: str, max_attribute_names: int = MAX_ATTRIBUTE_NAMES
 ) -> None:
     loop = asyncio.get_running_loop()
-    store = SQLiteStore(
-        database_path, serves_others=True, max_attribute_names=max_attribute_names
-    )
+    store = SQLiteStore(database_path, serves_others=True, max_attribute_names=max_attribute_names)
     await store.open()
     server_state = WriterServer(store, loop)
     with contextlib.suppress(FileNotFoundError):
