@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import base64
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import BIN, ROOT, commit, free_port, machine, publish, server
-from reads import fresh_database, percentile
+from reads import fresh_database, latency_rows
 
 from trackway.domain.events import validate_event
 from trackway.domain.keys import hash_key
@@ -199,14 +198,7 @@ def main() -> int:
         "| request | p50 ms | p99 ms | p99 per pass | goal p99 < 50 ms |",
         "|---|---:|---:|---|---|",
     ]
-    for name in passes[0]:
-        p50 = statistics.median(percentile(p[name], 0.50) for p in passes)
-        p99s = [percentile(p[name], 0.99) for p in passes]
-        p99 = statistics.median(p99s)
-        lines.append(
-            f"| {name} | {p50:.2f} | {p99:.2f} | {' / '.join(f'{v:.1f}' for v in p99s)} "
-            f"| {'met' if p99 < 50 else 'MISSED'} |"
-        )
+    lines += latency_rows(passes)
     lines += [
         "",
         f"- load through the store's ingest path: {rate:,.0f} events/s ({args.batch:,} a call)",
