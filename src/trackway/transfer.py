@@ -63,6 +63,8 @@ DIRECT_GROUP_EVENTS = 40_000
 # (it is idempotent: each event has its event_uuid; the events the lost attempt had stored come
 # back as duplicates).
 WRITER_RETRY_SECONDS = 60.0
+REMOTE_JOB_EVENTS = 1000
+REMOTE_IN_FLIGHT = 2
 # Export: stored events held at once across every event name's page.
 EXPORT_ROWS = 50_000
 EXPORT_PAGE = 1000
@@ -301,6 +303,7 @@ async def import_lines(
     secret = account.verification_secret
     in_flight: deque[tuple[PreparedBatch, asyncio.Task[IngestResult]]] = deque()
     most = IN_FLIGHT
+    jobs = asyncio.Semaphore(REMOTE_IN_FLIGHT)
     if getattr(store, "writer_socket", "remote") is None:
         most = DIRECT_IN_FLIGHT
         store.allow_large_groups(max(DIRECT_GROUP_EVENTS, batch_size))  # type: ignore[attr-defined]
@@ -335,7 +338,7 @@ async def import_lines(
             rejections = [
                 Rejection(batch.received_ms, r.error_type, r.errors, r.raw) for r in batch.rejected
             ]
-            task = asyncio.ensure_future(_ingest(store, account, batch.events, rejections))
+            task = asyncio.ensure_future(_ingest(store, account, batch.events, rejections, jobs))
             in_flight.append((batch, task))
             while len(in_flight) >= most:
                 done, pending = in_flight.popleft()
@@ -354,15 +357,52 @@ async def import_lines(
 
 
 async def _ingest(
-    store: Store, account: Account, events: list[AcceptedEvent], rejections: list[Rejection]
+    store: Store,
+    account: Account,
+    events: list[AcceptedEvent],
+    rejections: list[Rejection],
+    jobs: asyncio.Semaphore | None = None,
 ) -> IngestResult:
     """store.ingest; through a server's writer process, retried while that writer restarts."""
     if getattr(store, "writer_socket", None) is None:
         return await store.ingest(account, events, rejections)
+    # Through a server's writer: in jobs of REMOTE_JOB_EVENTS, so that each of its group
+    # commits stays short and the live requests between them wait little.
+    starts = range(0, max(len(events), 1), REMOTE_JOB_EVENTS)
+    parts = await asyncio.gather(
+        *(
+            _ingest_retrying(
+                store,
+                account,
+                events[start : start + REMOTE_JOB_EVENTS],
+                rejections if start == 0 else [],
+                jobs,
+            )
+            for start in starts
+        )
+    )
+    result = IngestResult()
+    for start, part in zip(starts, parts, strict=True):
+        result.stored += part.stored
+        result.duplicates += part.duplicates
+        result.rejected += [(start + i, why) for i, why in part.rejected]
+    return result
+
+
+async def _ingest_retrying(
+    store: Store,
+    account: Account,
+    events: list[AcceptedEvent],
+    rejections: list[Rejection],
+    jobs: asyncio.Semaphore | None,
+) -> IngestResult:
     deadline = time.monotonic() + WRITER_RETRY_SECONDS
     while True:
         try:
-            return await store.ingest(account, events, rejections)
+            # At most REMOTE_IN_FLIGHT jobs queued at the writer: a live request waits behind
+            # that much of the import, not behind everything read ahead.
+            async with jobs or contextlib.nullcontext():
+                return await store.ingest(account, events, rejections)
         except StoreUnavailable:
             if time.monotonic() >= deadline:
                 raise

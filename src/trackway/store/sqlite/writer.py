@@ -62,8 +62,8 @@ IN_LIST = 500
 # Events per group commit at most; the rest wait for the next transaction.
 MAX_BATCH_EVENTS = 20000
 # In the writer process, which serves live requests beside imports: a single POST waits for
-# one group commit at most, so groups stay short (an import call of 5,000 events and the live
-# jobs queued with it).
+# a group commit or two, so groups stay short (an import sends jobs of 1,000 events, two at a
+# time).
 SHARED_MAX_BATCH_EVENTS = 5000
 # The writer's page cache (KiB; SQLite takes the memory only as pages are read). The random
 # indexes (event uuid, customer) outgrow a small cache: inserting 2M events in batches of
