@@ -8,7 +8,8 @@ Where a rule cannot be said in a schema, the check is told (EXPECTED), never swi
 whether an event is stored depends on the account's state (the type an attribute name has, its
 bound of names, the time now), a customer lookup needs one of several optional parameters, a
 range's end must not be before its start (and summary.json's range is at most 366 days), a
-replay names ids or a filter; there a schema-valid request may get a 400 that names the rule.
+replay names ids or a filter, a page cursor is one the server gave (opaque); there a
+schema-valid request may get a 400 that names the rule.
 The pixel answers its GIF whatever it is given (a browser must never see an error).
 
 Besides what schemathesis makes up, part of the cases name a customer and an event name that
@@ -45,6 +46,8 @@ RULES_BEYOND_THE_SCHEMA = {
     "/api/v1/event/summary.json": "the end not before the start, at most 366 days",
     "/api/v1/event/history": "event_name in the query or the body (POST)",
     "/api/v1/errors/replay": "ids, or a type, day or all",
+    "/api/v1/customers/search": "a cursor is the `next` of an earlier page, not made up",
+    "/api/v1/customers/{uuid}/events": "`before` is the `next` of an earlier page, not made up",
 }
 CONFIG = SchemathesisConfig.from_dict(
     {
