@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import sys
 from pathlib import Path
@@ -167,8 +168,14 @@ def run_writer(
     database_path: Path, socket_path: str, max_attribute_names: int = MAX_ATTRIBUTE_NAMES
 ) -> None:
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        uvloop.run(serve_writer(database_path, socket_path, max_attribute_names))
-    except ImportError:
-        asyncio.run(serve_writer(database_path, socket_path, max_attribute_names))
+            uvloop.run(serve_writer(database_path, socket_path, max_attribute_names))
+        except ImportError:
+            asyncio.run(serve_writer(database_path, socket_path, max_attribute_names))
+    except (sqlite3.Error, OSError) as exc:
+        # A file it cannot write (read-only, disk full): one line, and serve starts another
+        # writer after its back-off.
+        log.error("the writer cannot write %s: %s", database_path, exc)
+        raise SystemExit(1) from None
