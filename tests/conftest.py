@@ -30,6 +30,10 @@ import httpx
 import pytest
 
 STARTUP_SECONDS = 20.0
+# The server closes a connection after 5 s idle (--keep-alive-timeout) and httpx keeps an idle
+# one for 5 s too: a request sent on it just as the server closes it meets "Server disconnected
+# without sending a response". Clients that outlive one test drop idle connections sooner.
+IDLE_LIMITS = httpx.Limits(keepalive_expiry=1.0)
 PG_URL = os.environ.get("TRACKWAY_TEST_POSTGRES_URL")
 
 # Where a test database lives: a SQLite file, or a postgresql:// URL.
@@ -337,11 +341,19 @@ def server(
         yield srv
     finally:
         srv.stop()
+    # No request of the whole suite may have ended in an unhandled exception (a 500, or an
+    # answer followed by a closed connection).
+    log = srv.log()
+    if "Exception in ASGI application" in log:
+        at = log.index("Exception in ASGI application")
+        pytest.fail(
+            f"the shared {request.param} server logged an exception:\n{log[at : at + 4000]}"
+        )
 
 
 @pytest.fixture(scope="session")
 def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30.0) as c:
+    with httpx.Client(base_url=server.url, timeout=30.0, limits=IDLE_LIMITS) as c:
         yield c
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, basic, run_cli, sqlite_url
+from conftest import IDLE_LIMITS, Server, basic, run_cli, sqlite_url
 
 PG_URL = os.environ.get("TRACKWAY_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
@@ -115,7 +115,7 @@ def deployment(
     database_url = database_for(request.param, directory)
     server = BackendServer(directory, database_url).start()
     try:
-        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        with httpx.Client(base_url=server.url, timeout=30.0, limits=IDLE_LIMITS) as client:
             yield Deployment(request.param, database_url, server, client)
     finally:
         server.stop()

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from conftest import (
+    IDLE_LIMITS,
     Account,
     Server,
     Target,
@@ -78,7 +79,7 @@ class Hostile:
     def __init__(self, server: Server, account: Account) -> None:
         self.server = server
         self.account = account
-        self.client = httpx.Client(base_url=server.url, timeout=30)
+        self.client = httpx.Client(base_url=server.url, timeout=30, limits=IDLE_LIMITS)
         self.results: list[tuple[str, str]] = []
 
     @property

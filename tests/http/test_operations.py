@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 from pathlib import Path
 
@@ -52,6 +53,36 @@ def test_metrics_count_requests_events_and_rejections(
         == 1
     )
     assert metric(text, "trackway_group_commit_seconds_count") > 0
+
+
+def test_an_error_answer_keeps_the_connection(server: Server, account: Account) -> None:
+    """Each answer on purpose (401, 404, 405, 422, 400) leaves the keep-alive connection open
+    for the next request, and logs no traceback. GET /api/v1/errors/replay once answered its
+    405 and then closed the connection, so a client's next request on it met a reset."""
+    user = basic(account.user_key)
+    asks = [
+        ("GET", "/api/v1/errors/replay", user, 405),
+        ("DELETE", "/api/v1/event", user, 405),
+        ("GET", "/nowhere", user, 404),
+        ("GET", "/api/v1/errors/999999", user, 404),
+        ("GET", "/api/v1/event/history?event_name=0", user, 422),
+        ("GET", "/api/v1/event/summary.json?timestamp_start=junk", user, 400),
+        ("GET", "/api/v1/errors", {}, 401),
+    ]
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for method, path, headers, status in asks:
+            connection.request(method, path, headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == status, (method, path)
+            assert answer.getheader("connection") != "close", (method, path)
+            connection.request("GET", "/healthz")
+            health = connection.getresponse()
+            assert (health.status, health.read()) == (200, b'{"status":"ok"}'), (method, path)
+    finally:
+        connection.close()
+    assert "Exception in ASGI application" not in server.log()
 
 
 def test_request_id_on_every_response(client: httpx.Client, account: Account) -> None:

@@ -40,7 +40,11 @@ class RequestTimeout(TrackwayError):
         self.part = part
 
 
-class MethodNotAllowed(Exception):
+class MethodNotAllowed(TrackwayError):
+    """An answer on purpose (405 with Allow), so a TrackwayError: raised from a Starlette
+    route as any other Exception, Starlette's error middleware re-raises it after the answer
+    and uvicorn then logs a traceback and closes the client's keep-alive connection."""
+
     def __init__(self, allowed: str) -> None:
         super().__init__(allowed)
         self.allowed = allowed
