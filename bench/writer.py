@@ -7,8 +7,8 @@ bulk     POST /api/v1/bulkevents, 100 events a call, 64 connections, --workers 1
 alone    the writer process alone: validated and encoded jobs of --batch events sent over
          its socket (4 in flight) from one client; events/s and the writer's CPU per event
 
-/work/tools/bench-quiet .venv/bin/python bench/writer.py workers --runs 3 --duration 6
-/work/tools/bench-quiet .venv/bin/python bench/writer.py alone --events 200000 --batch 1000
+.venv/bin/python bench/writer.py workers --runs 3 --duration 6
+.venv/bin/python bench/writer.py alone --events 200000 --batch 1000
 """
 
 from __future__ import annotations
