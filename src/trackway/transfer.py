@@ -55,10 +55,12 @@ MAX_BATCH_EVENTS = 500_000
 # Batches handed to the store and not yet committed; the next one is read meanwhile.
 IN_FLIGHT = 4
 # Without a server, the import's own writer commits up to this many events at once (as many
-# batches as are in flight): fewer, bigger transactions, as fast as the 100,000-event calls of
-# before at a third of their memory.
-DIRECT_IN_FLIGHT = 8
-DIRECT_GROUP_EVENTS = 40_000
+# batches as are in flight), with a small page cache (writer.IMPORT_CACHE_KIB). 1M events
+# (bench/import_speed.py --events 1000000 --rss), page cache of 32 MiB: 8 batches / 40,000 a
+# group, 9,386 events/s at 308 MiB peak RSS; 4 / 20,000, 8,756 and 9,110 events/s at 254 and
+# 256 MiB (a 1 GiB cache and 8 / 40,000: 9,527 events/s at 844 MiB).
+DIRECT_IN_FLIGHT = 4
+DIRECT_GROUP_EVENTS = 20_000
 # Through a running server's writer: how long a batch is retried while that writer restarts
 # (it is idempotent: each event has its event_uuid; the events the lost attempt had stored come
 # back as duplicates).

@@ -300,3 +300,20 @@ def test_accounts_are_isolated(tmp_path):
         return [(a.stored, b.stored), await store.count_events(one), await store.count_events(two)]
 
     assert with_store(db_path, work) == [(1, 1), 1, 1]
+
+
+def test_an_import_without_a_server_writes_with_a_small_page_cache(tmp_path: Path) -> None:
+    """The writer's 1 GiB page cache fills as a large import goes (844 MiB peak RSS at 1M
+    events); an import without a server asks for IMPORT_CACHE_KIB before its next write."""
+    from trackway.store.sqlite.writer import IMPORT_CACHE_KIB, WRITER_CACHE_KIB
+
+    def cache_size(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA cache_size").fetchone()[0])
+
+    async def work(store: Store) -> tuple[int, int]:
+        assert isinstance(store, SQLiteStore)
+        before = await store._write(cache_size)
+        store.allow_large_groups(20_000)
+        return before, await store._write(cache_size)
+
+    assert with_store(tmp_path / "t.db", work) == (-WRITER_CACHE_KIB, -IMPORT_CACHE_KIB)

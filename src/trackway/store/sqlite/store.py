@@ -51,6 +51,7 @@ from trackway.store.base import (
 from trackway.store.queries import migration_files
 from trackway.store.sqlite.remote import WriterClient
 from trackway.store.sqlite.writer import (
+    IMPORT_CACHE_KIB,
     IN_LIST,
     STOP,
     Job,
@@ -232,11 +233,13 @@ class SQLiteStore:
         self._pending.append(job)
         return await job.future  # type: ignore[no-any-return]
 
-    def allow_large_groups(self, events: int) -> None:
+    def allow_large_groups(self, events: int, cache_kib: int = IMPORT_CACHE_KIB) -> None:
         """Let this process's writer commit up to `events` at once (an import without a
-        server: nobody waits behind its transactions)."""
+        server: nobody waits behind its transactions), with a page cache of `cache_kib`, so
+        that the import's memory stays bounded."""
         if self._writer is not None:
             self._writer.max_batch_events = events
+            self._writer.cache_kib = cache_kib
 
     def _hand_over(self) -> None:
         jobs, self._pending = self._pending, []
