@@ -96,16 +96,20 @@ class Round:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def group_cpu_seconds(pgid: int) -> float:
+def group_cpu_seconds(pgid: int, only: bytes | None = None) -> float:
     """User + system CPU seconds of every live process of a process group (a server started
-    in its own session: uvicorn, its workers, the SQLite writer process)."""
+    in its own session: uvicorn, its workers, the SQLite writer process); with `only`, of
+    those whose command line holds it."""
     ticks = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            mine = int(fields[2]) == pgid
+            if mine and only is not None:
+                mine = only in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile
             continue
-        if int(fields[2]) == pgid:  # fields: state ppid pgrp ... utime(11) stime(12)
+        if mine:  # fields: state ppid pgrp ... utime(11) stime(12)
             ticks += int(fields[11]) + int(fields[12])
     return ticks / TICK
 
@@ -255,9 +259,13 @@ def bench_round(args: argparse.Namespace, index: int, tmp: Path, stamp: str) -> 
             watch = profile and name == "trackway"  # py-spy watches only trackway
             samplers = profiled(pid, args.duration, args.workers, stamp) if watch else []
             cpu_before = group_cpu_seconds(pid)
+            writer_before = group_cpu_seconds(pid, b"writer")
             results[name] = run_wrk(port, lua, args.duration, args.connections)
             cpu = group_cpu_seconds(pid) - cpu_before
             cpu_us[name] = cpu * 1e6 / max(1, results[name].ok)
+            if name == "trackway":  # the SQLite writer process's share of it
+                writer = group_cpu_seconds(pid, b"writer") - writer_before
+                cpu_us["writer"] = writer * 1e6 / max(1, results[name].ok)
             results[name + "-warmup"] = warm
             for sampler in samplers:
                 sampler.wait(timeout=args.duration + 30)
@@ -347,7 +355,7 @@ def report(rounds: list[Round], args: argparse.Namespace, load: str) -> str:
 
     cpu_median = {
         side: med((r.cpu_us or {}).get(side, 0.0) for r in rounds)
-        for side in ("trackway", "bare", "path")
+        for side in ("trackway", "bare", "path", "writer")
     }
     median_cells = cells(
         median_wrk("trackway"), median_wrk("bare"), med(r.ratio for r in rounds), cpu_median,
@@ -370,7 +378,9 @@ def report(rounds: list[Round], args: argparse.Namespace, load: str) -> str:
         f"- durability (last run, server SIGKILLed after wrk): {rows:,} rows in events, "
         f"{acked:,} 2xx counted by wrk (warm-up + run): {'OK' if rows >= acked else '**LOST**'}",
         "- CPU: user + system time of every process of each server (from /proc) over the "
-        "measured run, per answered request",
+        "measured run, per answered request; of trackway's (medians), the API process(es) "
+        f"{cpu_median['trackway'] - cpu_median['writer']:.1f} µs, the SQLite writer process "
+        f"{cpu_median['writer']:.1f} µs",
         f"- goals (issue 14): ratio >= 0.5x (0.65x with the writer process), p99 < 20 ms, "
         f"CPU ratio <= 2.5x, path ratio >= 0.8x; here {med(r.ratio for r in rounds):.2f}x, "
         f"{p99:.2f} ms, {med(r.cpu_ratio('trackway') for r in rounds):.2f}x"
