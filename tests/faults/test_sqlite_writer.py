@@ -8,6 +8,7 @@ API workers; the commands that write keep working beside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -267,18 +268,22 @@ def test_sigterm_stops_the_writer_after_the_api_workers(tmp_path: Path, workers:
     assert "starting a new one" not in log
 
 
+def poison_events(db_path: Path) -> None:
+    """A trigger that makes the INSERT of an event named `poison` fail inside its transaction."""
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.event = 'poison'"
+            " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
+        )
+        conn.commit()
+
+
 def test_a_job_failing_in_the_transaction_fails_alone(tmp_path: Path) -> None:
     """Jobs handed over in one turn of the event loop share one group commit; one whose event
     a trigger refuses fails, the others of its group are stored."""
     db_path = tmp_path / "trackway.db"
     account = create_account(db_path)
-    conn = sqlite3.connect(db_path)
-    conn.execute(
-        "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.event = 'poison'"
-        " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
-    )
-    conn.commit()
-    conn.close()
+    poison_events(db_path)
 
     async def run() -> list[Any]:
         store = SQLiteStore(db_path)
@@ -307,13 +312,7 @@ def test_a_failing_job_over_http_fails_alone(tmp_path: Path) -> None:
     account = create_account(db_path)
     server = Server(db_path, tmp_path / "server.log", "--workers", "2").start()
     try:
-        conn = sqlite3.connect(db_path)
-        conn.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.event = 'poison'"
-            " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
-        )
-        conn.commit()
-        conn.close()
+        poison_events(db_path)
         statuses: dict[str, list[int]] = {"view": [], "poison": []}
         lock = threading.Lock()
 

@@ -56,20 +56,13 @@ class WireEvent(msgspec.Struct, array_like=True):
     parse: bool
 
 
-class WireRejection(msgspec.Struct, array_like=True):
-    received_ms: int
-    error_type: str
-    errors: dict[str, list[str]]
-    raw: bytes
-    source: str = "json"
-    context: dict[str, Any] | None = None
-
-
 class WireJob(msgspec.Struct, array_like=True):
     id: int
     account_id: int
     events: list[WireEvent]
-    rejections: list[WireRejection]
+    # As the store takes them (a dataclass msgspec encodes field by field): rare, so no
+    # compact copy of their fields to keep in step.
+    rejections: list[Rejection]
 
 
 class WireAnswer(msgspec.Struct, array_like=True):
@@ -108,11 +101,7 @@ def job_frame(
     """A job as a frame; the per-event work that needs no database (typing each custom
     attribute, encoding the stored body) is done here, in the API worker."""
     wire = [_wire_event(e) for e in events]
-    rejected = [
-        WireRejection(r.received_ms, r.error_type, r.errors, r.raw, r.source, r.context)
-        for r in rejections
-    ]
-    return frame(WireJob(job_id, account_id, wire, rejected))
+    return frame(WireJob(job_id, account_id, wire, list(rejections)))
 
 
 def accepted_events(job: WireJob) -> list[AcceptedEvent]:
@@ -131,13 +120,6 @@ def _accepted_event(e: WireEvent) -> AcceptedEvent:
     return AcceptedEvent(e.event_uuid, e.event, e.timestamp, e.timestamp_ms, e.received_ms,
                          e.customer_id, e.email, e.email_hash, e.device_id, e.cookie, body,
                          e.attribute_types, e.stored)  # fmt: skip
-
-
-def rejections_of(job: WireJob) -> list[Rejection]:
-    return [
-        Rejection(r.received_ms, r.error_type, r.errors, r.raw, r.source, r.context)
-        for r in job.rejections
-    ]
 
 
 def ok_answer(job_id: int, result: IngestResult, group: tuple[int, float] | None) -> WireAnswer:

@@ -58,7 +58,7 @@ class _Client(asyncio.Protocol):
                     loop,
                     job_wire.account_id,
                     wire.accepted_events(job_wire),
-                    wire.rejections_of(job_wire),
+                    job_wire.rejections,
                 )
                 job.future.add_done_callback(functools.partial(self._answer, job_wire.id, job))
                 jobs.append(job)
