@@ -306,7 +306,7 @@ async def import_lines(
     in_flight: deque[tuple[PreparedBatch, asyncio.Task[IngestResult]]] = deque()
     most = IN_FLIGHT
     jobs = asyncio.Semaphore(REMOTE_IN_FLIGHT)
-    if getattr(store, "writer_socket", "remote") is None:
+    if _writes_alone(store):
         most = DIRECT_IN_FLIGHT
         store.allow_large_groups(max(DIRECT_GROUP_EVENTS, batch_size))  # type: ignore[attr-defined]
 
@@ -358,6 +358,16 @@ async def import_lines(
     return summary
 
 
+def _through_server(store: Store) -> bool:
+    """SQLite with a running server: the events go through that server's writer process."""
+    return getattr(store, "writer_socket", None) is not None
+
+
+def _writes_alone(store: Store) -> bool:
+    """SQLite without a server: this process's own writer is the file's only one."""
+    return hasattr(store, "allow_large_groups") and not _through_server(store)
+
+
 async def _ingest(
     store: Store,
     account: Account,
@@ -366,7 +376,7 @@ async def _ingest(
     jobs: asyncio.Semaphore | None = None,
 ) -> IngestResult:
     """store.ingest; through a server's writer process, retried while that writer restarts."""
-    if getattr(store, "writer_socket", None) is None:
+    if not _through_server(store):
         return await store.ingest(account, events, rejections)
     # Through a server's writer: in jobs of REMOTE_JOB_EVENTS, so that each of its group
     # commits stays short and the live requests between them wait little.
@@ -442,7 +452,7 @@ def run_import(
             account = await store.find_account(account_ref)
         except AccountNotFound:
             raise UsageError(f"account not found: {account_ref}") from None
-        if getattr(store, "writer_socket", None) is not None:
+        if _through_server(store):
             progress.write(
                 "import: a server runs on this database; the events go through its writer",
                 file=sys.stderr,
