@@ -33,8 +33,10 @@ from conftest import (
     trackway_command,
 )
 
+from trackway.domain.errors import StoreUnavailable
 from trackway.domain.events import validate_event
 from trackway.domain.timestamps import now_ms
+from trackway.store.sqlite import remote, wire
 from trackway.store.sqlite.store import SQLiteStore
 
 # A request must be answered within this, whatever happens to the writer.
@@ -498,3 +500,42 @@ def test_the_writer_restarting_while_an_import_runs(tmp_path: Path) -> None:
     )
     assert rows[0]["d"] == lines
     assert "was killed by SIGKILL" in server.log()
+
+
+def test_a_writer_that_does_not_answer_is_a_503_after_the_answer_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer process that takes jobs and never answers (hung, not gone): each waiting job
+    fails with StoreUnavailable once past the answer timeout; jobs it does answer in time
+    succeed. Over a real Unix socket, with a writer that answers only odd job ids."""
+    monkeypatch.setattr(remote, "ANSWER_TIMEOUT_SECONDS", 0.6)
+    monkeypatch.setattr(remote, "WATCH_SECONDS", 0.1)
+    socket_path = str(tmp_path / "w.sock")
+
+    async def run() -> tuple[list[Any], float]:
+        async def writer(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None:
+            frames = wire.FrameReader()
+            while data := await reader.read(65536):
+                for raw in frames.feed(data):
+                    job = wire.job_decoder.decode(raw)
+                    if job.id % 2:
+                        out.write(wire.frame(wire.WireAnswer(job.id, wire.STATUS_OK, 1)))
+
+        server = await asyncio.start_unix_server(writer, socket_path)
+        client = remote.WriterClient(socket_path)
+        event = validate_event({"event": "view", "cookie": "c"}, now_ms(), None)
+        started = time.monotonic()
+        try:
+            jobs = (client.ingest(1, [event], []) for _ in range(6))
+            results = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), 5)
+        finally:
+            await client.close()
+            server.close()
+        return results, time.monotonic() - started
+
+    results, seconds = asyncio.run(run())
+    assert [r.stored for r in results[0::2]] == [1, 1, 1], results  # job ids 1, 3, 5
+    for unanswered in results[1::2]:
+        assert isinstance(unanswered, StoreUnavailable), results
+        assert "did not answer within 0.6 s" in str(unanswered)
+    assert 0.6 <= seconds < 5, seconds

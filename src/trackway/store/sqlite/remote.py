@@ -29,6 +29,9 @@ log = logging.getLogger("trackway.store")
 CONNECT_WAIT_SECONDS = 3.0
 CONNECT_RETRY_SECONDS = 0.05
 ANSWER_TIMEOUT_SECONDS = 30.0
+# How often a connection with jobs in flight looks for one past its deadline: one timer per
+# connection, not one armed and cancelled per job (2 us each, on every single event).
+WATCH_SECONDS = 1.0
 
 
 class WriteFailed(Exception):
@@ -39,7 +42,10 @@ class _Connection(asyncio.Protocol):
     def __init__(self, client: WriterClient) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
-        self.pending: dict[int, asyncio.Future[wire.WireAnswer]] = {}
+        # job id -> (deadline on the loop's clock, the future its answer resolves), oldest
+        # first: job ids and deadlines both grow.
+        self.pending: dict[int, tuple[float, asyncio.Future[wire.WireAnswer]]] = {}
+        self.watchdog: asyncio.TimerHandle | None = None
         self.out: list[bytes] = []
         self.reader = wire.FrameReader()
         self.lost = False
@@ -47,10 +53,34 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
-    def send(self, data: bytes) -> None:
+    def send(self, job_id: int, data: bytes) -> asyncio.Future[wire.WireAnswer]:
+        """Queue a job's frame (written once per turn of the loop); the future of its answer."""
+        loop = asyncio.get_running_loop()
         if not self.out:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         self.out.append(data)
+        future: asyncio.Future[wire.WireAnswer] = loop.create_future()
+        self.pending[job_id] = (loop.time() + ANSWER_TIMEOUT_SECONDS, future)
+        if self.watchdog is None:
+            self.watchdog = loop.call_later(WATCH_SECONDS, self._watch)
+        return future
+
+    def _watch(self) -> None:
+        """Fail the jobs past their deadline (the oldest come first), and look again later
+        while any is in flight."""
+        self.watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        expired = []
+        for job_id, (deadline, _) in self.pending.items():
+            if deadline > now:
+                break
+            expired.append(job_id)
+        for job_id in expired:
+            _, future = self.pending.pop(job_id)
+            _time_out(future)
+        if self.pending and not self.lost:
+            self.watchdog = loop.call_later(WATCH_SECONDS, self._watch)
 
     def _flush(self) -> None:
         out, self.out = self.out, []
@@ -62,9 +92,9 @@ class _Connection(asyncio.Protocol):
             frames = self.reader.feed(data)
             for raw in frames:
                 answer = wire.answer_decoder.decode(raw)
-                future = self.pending.pop(answer.id, None)
-                if future is not None and not future.done():
-                    future.set_result(answer)
+                entry = self.pending.pop(answer.id, None)
+                if entry is not None and not entry[1].done():
+                    entry[1].set_result(answer)
         except Exception as exc:  # a broken writer: drop the connection, fail what waits
             log.error("bad answer from the SQLite writer process: %r", exc)
             if self.transport is not None:
@@ -72,6 +102,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         if self.client.connection is self:
             self.client.connection = None
         if self.pending:
@@ -79,7 +112,7 @@ class _Connection(asyncio.Protocol):
                 "the SQLite writer process went away with %d job(s) in flight", len(self.pending)
             )
         error = StoreUnavailable("SQLite: the writer process went away; retry")
-        for future in self.pending.values():
+        for _, future in self.pending.values():
             if not future.done():
                 future.set_exception(error)
         self.pending.clear()
@@ -131,16 +164,10 @@ class WriterClient:
             connection = await self._connect()
         self._next_id += 1
         job_id = self._next_id
-        data = wire.job_frame(job_id, account_id, events, rejections)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[wire.WireAnswer] = loop.create_future()
-        connection.pending[job_id] = future
-        connection.send(data)
-        timer = loop.call_later(ANSWER_TIMEOUT_SECONDS, _time_out, future)
+        future = connection.send(job_id, wire.job_frame(job_id, account_id, events, rejections))
         try:
             answer = await future
         finally:
-            timer.cancel()
             connection.pending.pop(job_id, None)
         if answer.status == wire.STATUS_UNAVAILABLE:
             raise StoreUnavailable(answer.message)
