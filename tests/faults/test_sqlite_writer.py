@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -265,6 +266,45 @@ def test_sigterm_stops_the_writer_after_the_api_workers(tmp_path: Path, workers:
     assert not Path(f"/proc/{writer}").exists() or ") Z" in Path(f"/proc/{writer}/stat").read_text()
     assert set(load.statuses) == {200}, sorted(set(load.statuses))
     check_stored(account, load.acked)
+    log = server.log()
+    assert "Traceback" not in log, log[-5000:]
+    assert "starting a new one" not in log
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_request_in_flight_at_sigterm_is_stored_by_a_worker_that_had_not_written_yet(
+    tmp_path: Path, workers: int
+) -> None:
+    """The writer gets the process group's SIGTERM as soon as the API workers do, but a worker
+    still drains its requests after that, and one that had written nothing yet connects to the
+    writer only then: the writer keeps listening until serve, after the workers, lets it go."""
+    db_path = tmp_path / "trackway.db"
+    account = create_account(db_path)
+    server = Server(db_path, tmp_path / "server.log", "--workers", str(workers)).start()
+    assert server.process is not None and server.port is not None
+    writer = the_writer(server)
+    body = json.dumps(event()).encode()
+    head = (
+        f"POST /api/v1/event HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {basic(account.event_key)['Authorization']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+        conn.sendall(head + body[:10])
+        time.sleep(0.5)  # the request is in a worker, waiting for the rest of its body
+        os.killpg(server.process.pid, signal.SIGTERM)
+        time.sleep(1.0)  # the writer has had the signal
+        assert writers(server) == [writer], "the writer stopped before the API workers"
+        conn.sendall(body[10:])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    server.process.wait(30)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert [row["event_uuid"] for row in account.events()] == [json.loads(body)["event_uuid"]]
     log = server.log()
     assert "Traceback" not in log, log[-5000:]
     assert "starting a new one" not in log

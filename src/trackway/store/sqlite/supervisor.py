@@ -126,6 +126,9 @@ class WriterSupervisor:
             process = self.process
             assert process is not None
             code = process.wait()
+            if process.stdin is not None:  # its pipe, not to leak one per restart
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
             if self._stopping.is_set():
                 return
             if code == 0 and self._stopping.wait(CLEAN_EXIT_GRACE_SECONDS):
@@ -150,10 +153,15 @@ class WriterSupervisor:
             log.warning("started SQLite writer process %d", pid)
 
     def stop(self) -> None:
-        """After the API workers: let the writer commit and answer what it has, then exit."""
+        """After the API workers: let the writer commit and answer what it has, then exit. The
+        end of its stdin is what tells it the workers are done (a SIGTERM alone does not: the
+        process group's reaches it while they still drain)."""
         self._stopping.set()
         with self._lock:
             process = self.process
+        if process is not None and process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
@@ -163,9 +171,6 @@ class WriterSupervisor:
                 log.error("the SQLite writer process %d did not stop: killed", process.pid)
                 process.kill()
                 process.wait()
-        if process is not None and process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
         if self._rendezvous is not None:
             with contextlib.suppress(OSError):
                 rendezvous_path(self.database).unlink()

@@ -6,9 +6,14 @@ it jobs (store/sqlite/wire.py); every job that arrives while a transaction commi
 next one, whichever process sent it (the group commit of writer.py, now across processes), and
 each is answered after COMMIT.
 
-Stopping: SIGTERM or SIGINT (or the end of stdin, the pipe from `serve`: serve is gone) makes it
-stop once no client is connected any more, that is after the API workers have drained, or after
-STOP_WAIT_SECONDS at most; what it has received is committed and answered before it exits.
+Stopping: started by `serve` (stdin is a pipe from it), it stops when that pipe ends: serve
+closes it after its API workers have exited (or serve is gone, even killed). A SIGTERM or SIGINT
+alone does not stop it at once: a SIGTERM to the process group (systemd, Ctrl-C) reaches it
+together with the API workers, which still drain their requests, and a worker that had written
+nothing yet connects to it only then; so it keeps listening until the pipe ends, or for
+STOP_WAIT_SECONDS at most. Run by hand (stdin no pipe), a signal makes it stop once no client
+is connected any more. Either way, what it has received is committed and answered before it
+exits.
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ async def serve_writer(
     log.info("writer %d of %s listening on %s", os.getpid(), database_path, socket_path)
 
     stop_asked = asyncio.Event()
+    serve_gone = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_asked.set)
     watching_stdin = False
@@ -134,12 +140,17 @@ async def serve_writer(
                     data = b""
                 if not data:
                     loop.remove_reader(fd)
+                    serve_gone.set()
                     stop_asked.set()
 
             loop.add_reader(fd, stdin_readable)
             watching_stdin = True
 
     await stop_asked.wait()
+    if watching_stdin and not serve_gone.is_set():
+        log.info("writer %d: stop asked, serving until serve's API workers are done", os.getpid())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(serve_gone.wait(), STOP_WAIT_SECONDS)
     server.close()
     deadline = loop.time() + STOP_WAIT_SECONDS
     while server_state.clients and loop.time() < deadline:
