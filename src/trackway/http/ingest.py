@@ -393,9 +393,12 @@ def _requested_headers(scope: dict[str, Any]) -> bytes | None:
 
 async def _rest_of_body(receive: Any, first: bytes, limit: int) -> bytes | None:
     """The rest of a body that did not come in one message (None: the client went away);
-    RequestTooLarge as soon as it passes `limit` bytes."""
-    chunks = [first]
+    RequestTooLarge as soon as it passes `limit` bytes, the first message included (uvicorn hands
+    over everything read so far, so the first may hold the whole body with more to say)."""
     size = len(first)
+    if size > limit:
+        raise RequestTooLarge(limit)
+    chunks = [first]
     while True:
         message = await receive()
         if message["type"] != "http.request":
