@@ -1041,23 +1041,13 @@ def test_a_chunked_body_over_the_limit_that_arrives_at_once_before_its_end_is_41
     acct = create_account(small_limit_server.db_path)
     raw = event_of_size(4096)
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in chunks(raw, 1000))
-    head = (
-        f"POST {EVENT_URL} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: {basic(acct.event_key)['Authorization']}\r\n"
-        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    ).encode()
+    head = request_head(small_limit_server, acct, "Transfer-Encoding: chunked")
     with socket.create_connection(("127.0.0.1", small_limit_server.port), timeout=10) as conn:
         conn.sendall(head + chunked)
         time.sleep(0.3)  # the app has the first message, the body's end not yet
         with contextlib.suppress(OSError):
             conn.sendall(b"0\r\n\r\n")
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            data = conn.recv(65536)
-            if not data:
-                break
-            answer += data
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert read_status_line(conn).startswith(b"HTTP/1.1 413")
     assert acct.events() == []
 
 
