@@ -126,9 +126,7 @@ class WriterSupervisor:
             process = self.process
             assert process is not None
             code = process.wait()
-            if process.stdin is not None:  # its pipe, not to leak one per restart
-                with contextlib.suppress(OSError):
-                    process.stdin.close()
+            _close_pipe(process)  # not to leak one per restart
             if self._stopping.is_set():
                 return
             if code == 0 and self._stopping.wait(CLEAN_EXIT_GRACE_SECONDS):
@@ -159,9 +157,8 @@ class WriterSupervisor:
         self._stopping.set()
         with self._lock:
             process = self.process
-        if process is not None and process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()
+        if process is not None:
+            _close_pipe(process)
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
@@ -177,6 +174,13 @@ class WriterSupervisor:
             os.close(self._rendezvous)
             self._rendezvous = None
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _close_pipe(process: subprocess.Popen[bytes]) -> None:
+    """Close serve's end of the writer's stdin: the writer takes its end as serve being done."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
 
 
 def _describe(code: int) -> str:
