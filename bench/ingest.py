@@ -78,6 +78,8 @@ class Round:
     path: Wrk | None = None
     # CPU µs per answered request of every process of each side's server, from /proc.
     cpu_us: dict[str, float] | None = None
+    # trackway's group commits over the measured run, from /metrics: (commits, events, seconds).
+    commits: tuple[float, float, float] | None = None
 
     @property
     def ratio(self) -> float:
@@ -94,6 +96,27 @@ class Round:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+COMMIT_SERIES = (
+    "trackway_group_commit_events_count",
+    "trackway_group_commit_events_sum",
+    "trackway_group_commit_seconds_sum",
+)
+
+
+def commit_totals(port: int) -> tuple[float, float, float]:
+    """(group commits, events in them, seconds spent in them) so far, from /metrics (of the
+    API worker that answers it: with --workers 1, all of them)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = dict.fromkeys(COMMIT_SERIES, 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = float(value)
+    a, b, c = (found[name] for name in COMMIT_SERIES)
+    return a, b, c
 
 
 def group_cpu_seconds(pgid: int, only: bytes | None = None) -> float:
@@ -252,6 +275,7 @@ def bench_round(args: argparse.Namespace, index: int, tmp: Path, stamp: str) -> 
     results: dict[str, Wrk] = {}
 
     cpu_us: dict[str, float] = {}
+    commits: dict[str, tuple[float, float, float]] = {}
 
     def drive(name: str, cmd: list[str], port: int, cwd: Path) -> None:
         with server(cmd, port, workdir / f"{name}.log", cwd, hard_stop=last, env=env) as pid:
@@ -260,8 +284,13 @@ def bench_round(args: argparse.Namespace, index: int, tmp: Path, stamp: str) -> 
             samplers = profiled(pid, args.duration, args.workers, stamp) if watch else []
             cpu_before = group_cpu_seconds(pid)
             writer_before = group_cpu_seconds(pid, b"writer")
+            commits_before = commit_totals(port) if name == "trackway" else None
             results[name] = run_wrk(port, lua, args.duration, args.connections)
             cpu = group_cpu_seconds(pid) - cpu_before
+            if commits_before is not None:
+                after = commit_totals(port)
+                n, e, t = (a - b for a, b in zip(after, commits_before, strict=True))
+                commits[name] = (n, e, t)
             cpu_us[name] = cpu * 1e6 / max(1, results[name].ok)
             if name == "trackway":  # the SQLite writer process's share of it
                 writer = group_cpu_seconds(pid, b"writer") - writer_before
@@ -294,7 +323,10 @@ def bench_round(args: argparse.Namespace, index: int, tmp: Path, stamp: str) -> 
         with contextlib.closing(sqlite3.connect(workdir / "bench.db")) as conn:
             rows = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
         durability = (rows, tw.ok + results["trackway-warmup"].ok)
-    return Round(tw, results["bare"], profile, durability, results.get("path"), cpu_us)
+    return Round(
+        tw, results["bare"], profile, durability, results.get("path"), cpu_us,
+        commits.get("trackway"),
+    )  # fmt: skip
 
 
 def publish(kind: str, report: str) -> None:
@@ -381,6 +413,7 @@ def report(rounds: list[Round], args: argparse.Namespace, load: str) -> str:
         "measured run, per answered request; of trackway's (medians), the API process(es) "
         f"{cpu_median['trackway'] - cpu_median['writer']:.1f} µs, the SQLite writer process "
         f"{cpu_median['writer']:.1f} µs",
+        commit_line(rounds, args.duration),
         f"- goals (issue 14): ratio >= 0.5x (0.65x with the writer process), p99 < 20 ms, "
         f"CPU ratio <= 2.5x, path ratio >= 0.8x; here {med(r.ratio for r in rounds):.2f}x, "
         f"{p99:.2f} ms, {med(r.cpu_ratio('trackway') for r in rounds):.2f}x"
@@ -392,6 +425,22 @@ def report(rounds: list[Round], args: argparse.Namespace, load: str) -> str:
         f"- commit: {commit()}; date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
     ]
     return "\n".join(lines)
+
+
+def commit_line(rounds: list[Round], seconds: int) -> str:
+    """What the group commits looked like: their size and length, and the share of the run
+    spent in them (the writer is the pipeline's serial step: below 100%, it waits for jobs)."""
+    med = statistics.median
+    stats = [r.commits for r in rounds if r.commits and r.commits[0]]
+    if not stats:
+        return "- group commits: none reported by /metrics"
+    events = med(e / n for n, e, _ in stats)
+    ms = med(s * 1000 / n for n, _, s in stats)
+    busy = med(s / seconds for _, _, s in stats)
+    return (
+        f"- group commits (from /metrics, medians of the runs): {events:.1f} events and "
+        f"{ms:.2f} ms each; the writer was in a transaction {busy:.0%} of the run"
+    )
 
 
 def main() -> int:
