@@ -120,9 +120,12 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-async def send_all(socket_path: str, frames: list[bytes], in_flight: int) -> None:
+async def send_all(socket_path: str, frames: list[bytes], in_flight: int) -> list[float]:
+    """Send every frame, in_flight at a time; the group commits' [count, events, seconds]
+    (the first job of each group commit carries its size and duration)."""
     from trackway.store.sqlite import wire
 
+    groups = [0.0, 0.0, 0.0]
     reader, writer = await asyncio.open_unix_connection(socket_path)
     frame_reader = wire.FrameReader()
     answered = 0
@@ -138,11 +141,16 @@ async def send_all(socket_path: str, frames: list[bytes], in_flight: int) -> Non
             answer = wire.answer_decoder.decode(raw)
             if answer.status != wire.STATUS_OK:
                 raise RuntimeError(answer.message)
+            if answer.group_events:
+                groups[0] += 1
+                groups[1] += answer.group_events
+                groups[2] += answer.group_seconds
             answered += 1
             if sent < len(frames):
                 writer.write(frames[sent])
                 sent += 1
     writer.close()
+    return groups
 
 
 def alone(args: argparse.Namespace) -> None:
@@ -175,7 +183,9 @@ def alone(args: argparse.Namespace) -> None:
                 time.sleep(0.05)
             cpu = proc_cpu(proc.pid)
             started = time.perf_counter()
-            asyncio.run(send_all(socket_path, frames, args.in_flight))
+            commits, grouped, in_transaction = asyncio.run(
+                send_all(socket_path, frames, args.in_flight)
+            )
             seconds = time.perf_counter() - started
             cpu = proc_cpu(proc.pid) - cpu
         finally:
@@ -184,7 +194,10 @@ def alone(args: argparse.Namespace) -> None:
     print(
         f"writer alone, {args.events:,} events in jobs of {args.batch:,} "
         f"({args.in_flight} in flight), {args.customers:,} customers: "
-        f"{args.events / seconds:,.0f} events/s, writer CPU {cpu / args.events * 1e6:.1f} us/event"
+        f"{args.events / seconds:,.0f} events/s, "
+        f"writer CPU {cpu / args.events * 1e6:.1f} us/event, "
+        f"{grouped / max(commits, 1):.1f} events and "
+        f"{in_transaction / max(commits, 1) * 1e3:.2f} ms a group commit"
     )
 
 

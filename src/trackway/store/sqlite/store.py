@@ -54,6 +54,7 @@ from trackway.store.sqlite.writer import (
     IMPORT_CACHE_KIB,
     IN_LIST,
     STOP,
+    Ingest,
     Job,
     Q,
     Writer,
@@ -149,6 +150,12 @@ class SQLiteStore:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise RuntimeError("store is not open")
+        if self._serves_others:
+            # The writer process writes on its event loop (writer_process.py).
+            ((_, result, error),) = self._writer.write_batch([Ingest(call=fn)])
+            if error is not None:
+                raise error
+            return result  # type: ignore[no-any-return]
         job = Job(asyncio.get_running_loop(), call=fn)
         self._writer.jobs.put(job)
         return await job.future  # type: ignore[no-any-return]
@@ -159,7 +166,11 @@ class SQLiteStore:
         await asyncio.to_thread(self.migrate)
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="trackway-read")
         self._writer = Writer(self, serves_others=self._serves_others)
-        self._writer.start()
+        if not self._serves_others:
+            # The writer process has no writer thread: it writes on its event loop, between
+            # reading the jobs of its clients (writer_process.py); a thread's hand-offs cost
+            # 10-20 us a single event there.
+            self._writer.start()
         if self.writer_socket is not None:
             self._remote = WriterClient(self.writer_socket)
 
@@ -198,8 +209,11 @@ class SQLiteStore:
             await self._remote.close()
             self._remote = None
         if self._writer is not None:
-            self._writer.jobs.put(STOP)
-            await asyncio.to_thread(self._writer.join)
+            if self._writer.is_alive():
+                self._writer.jobs.put(STOP)
+                await asyncio.to_thread(self._writer.join)
+            else:
+                self._writer.close_connection()
             self._writer = None
         if self._readers is not None:
             self._readers.shutdown(wait=True)

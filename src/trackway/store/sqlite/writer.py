@@ -123,8 +123,31 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-class Job:
-    __slots__ = ("account_id", "call", "events", "future", "group", "loop", "rejections")
+class Ingest:
+    """What the group commit takes of a job: an account's events and the rejections they
+    bring along (or, with `call`, a write of its own). Job is one that a loop awaits; the
+    writer process has its own (writer_process.py), answered over its socket."""
+
+    __slots__ = ("account_id", "call", "events", "group", "rejections")
+
+    def __init__(
+        self,
+        account_id: int = 0,
+        events: Sequence[AcceptedEvent] = (),
+        rejections: Sequence[Rejection] = (),
+        call: Callable[[sqlite3.Connection], Any] | None = None,
+    ) -> None:
+        self.account_id = account_id
+        self.events = events
+        self.rejections = rejections
+        self.call = call
+        # (events, seconds) of the group commit that wrote this job, set on its first job
+        # only when the writer serves other processes (they count the commit in metrics).
+        self.group: tuple[int, float] | None = None
+
+
+class Job(Ingest):
+    __slots__ = ("future", "loop")
 
     def __init__(
         self,
@@ -134,15 +157,14 @@ class Job:
         rejections: Sequence[Rejection] = (),
         call: Callable[[sqlite3.Connection], Any] | None = None,
     ) -> None:
+        super().__init__(account_id, events, rejections, call)
         self.loop = loop
         self.future: asyncio.Future[Any] = loop.create_future()
-        self.account_id = account_id
-        self.events = events
-        self.rejections = rejections
-        self.call = call
-        # (events, seconds) of the group commit that wrote this job, set on its first job
-        # only when the writer serves other processes (they count the commit in metrics).
-        self.group: tuple[int, float] | None = None
+
+
+IngestT = TypeVar("IngestT", bound=Ingest)
+# A job, and its result or its error.
+Outcome = tuple[IngestT, Any, BaseException | None]
 
 
 STOP = object()
@@ -193,11 +215,22 @@ class Writer(threading.Thread):
                 batch += more
                 size += sum(len(job.events) + 1 for job in more)
             self._run_batch(batch)
-        if self.conn is not None:
-            self.conn.close()
+        self.close_connection()
 
     def _run_batch(self, batch: list[Job]) -> None:
-        outcomes: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for job, result, error in self.write_batch(batch):
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+        for loop, items in by_loop.items():
+            # A loop closed while we wrote has nobody waiting for these.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, items)
+
+    def write_batch(self, batch: Sequence[IngestT]) -> list[Outcome[IngestT]]:
+        """Write a batch: its ingests in one group commit, then each other write in a
+        transaction of its own; each job's outcome. Called on the writer thread, or on the
+        writer process's event loop (which has no thread to hand jobs to)."""
+        outcomes: list[Outcome[IngestT]] = []
         ingests = [job for job in batch if job.call is None]
         if ingests:
             self._ingest_group(ingests, outcomes)
@@ -205,18 +238,12 @@ class Writer(threading.Thread):
             if job.call is None:
                 continue
             try:
-                result = self._commit(job.call)
-                outcomes.setdefault(job.loop, []).append((job.future, result, None))
+                outcomes.append((job, self._commit(job.call), None))
             except BaseException as exc:
-                outcomes.setdefault(job.loop, []).append((job.future, None, self._translate(exc)))
-        for loop, items in outcomes.items():
-            # A loop closed while we wrote has nobody waiting for these.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, items)
+                outcomes.append((job, None, self._translate(exc)))
+        return outcomes
 
-    def _ingest_group(
-        self, jobs: list[Job], outcomes: dict[asyncio.AbstractEventLoop, list[Any]]
-    ) -> None:
+    def _ingest_group(self, jobs: list[IngestT], outcomes: list[Outcome[IngestT]]) -> None:
         """One transaction for every job; when it fails for anything but the storage (a job
         whose events make a statement fail), each job is retried in a transaction of its own,
         so that one bad job fails alone and not the others of its group."""
@@ -228,8 +255,7 @@ class Writer(threading.Thread):
                 jobs[0].group = (sum(len(job.events) for job in jobs), seconds)
             else:
                 observe_batch(jobs, results, seconds)
-            for job, result in zip(jobs, results, strict=True):
-                outcomes.setdefault(job.loop, []).append((job.future, result, None))
+            outcomes.extend((job, result, None) for job, result in zip(jobs, results, strict=True))
         except BaseException as exc:
             error = self._translate(exc)
             retry = isinstance(exc, Exception) and not isinstance(exc, sqlite3.OperationalError)
@@ -242,8 +268,7 @@ class Writer(threading.Thread):
                 for job in jobs:
                     self._ingest_group([job], outcomes)
                 return
-            for job in jobs:
-                outcomes.setdefault(job.loop, []).append((job.future, None, error))
+            outcomes.extend((job, None, error) for job in jobs)
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.OperationalError):
@@ -254,6 +279,9 @@ class Writer(threading.Thread):
             log.error("write failed: %r", exc)
             self._drop_connection()
         return exc
+
+    def close_connection(self) -> None:
+        self._drop_connection()
 
     def _drop_connection(self) -> None:
         # A fresh connection after a storage fault lets the store recover by itself.
@@ -283,7 +311,7 @@ class Writer(threading.Thread):
 
     # -- the ingest transaction --------------------------------------------------------------
 
-    def _write_ingest(self, conn: sqlite3.Connection, jobs: list[Job]) -> list[IngestResult]:
+    def _write_ingest(self, conn: sqlite3.Connection, jobs: Sequence[Ingest]) -> list[IngestResult]:
         results = [IngestResult() for _ in jobs]
         rows: list[Any] = []
         daily: Counter[tuple[int, str, str]] = Counter()

@@ -19,8 +19,8 @@ exits.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -34,11 +34,22 @@ from trackway.domain.batch import MAX_ATTRIBUTE_NAMES
 from trackway.domain.errors import StoreUnavailable
 from trackway.store.sqlite import wire
 from trackway.store.sqlite.store import SQLiteStore
-from trackway.store.sqlite.writer import Job, Writer
+from trackway.store.sqlite.writer import Ingest, Writer
 
 log = logging.getLogger("trackway.writer")
 
 STOP_WAIT_SECONDS = 30.0
+
+
+class _RemoteJob(Ingest):
+    """A client's job: answered on its connection, under its id, after COMMIT."""
+
+    __slots__ = ("client", "id")
+
+    def __init__(self, client: _Client, job: wire.WireJob) -> None:
+        super().__init__(job.account_id, wire.accepted_events(job), job.rejections)
+        self.client = client
+        self.id = job.id
 
 
 class _Client(asyncio.Protocol):
@@ -54,44 +65,31 @@ class _Client(asyncio.Protocol):
         self.server.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
-        loop = self.server.loop
-        jobs: list[Job] = []
+        jobs: list[_RemoteJob] = []
         try:
             for raw in self.reader.feed(data):
-                job_wire = wire.job_decoder.decode(raw)
-                job = Job(
-                    loop,
-                    job_wire.account_id,
-                    wire.accepted_events(job_wire),
-                    job_wire.rejections,
-                )
-                job.future.add_done_callback(functools.partial(self._answer, job_wire.id, job))
-                jobs.append(job)
+                jobs.append(_RemoteJob(self, wire.job_decoder.decode(raw)))
         except Exception as exc:
             log.error("bad job from a client, connection dropped: %r", exc)
             if self.transport is not None:
                 self.transport.abort()
         if jobs:
-            self.server.writer.jobs.put(jobs)
+            self.server.add(jobs)
 
-    def _answer(self, job_id: int, job: Job, future: asyncio.Future[Any]) -> None:
-        error = future.exception()
+    def answer(self, job: _RemoteJob, result: Any, error: BaseException | None) -> None:
         if error is None:
-            answer = wire.ok_answer(job_id, future.result(), job.group)
+            answer = wire.ok_answer(job.id, result, job.group)
         elif isinstance(error, StoreUnavailable):
-            answer = wire.WireAnswer(job_id, wire.STATUS_UNAVAILABLE, message=str(error))
+            answer = wire.WireAnswer(job.id, wire.STATUS_UNAVAILABLE, message=str(error))
         else:
             log.error("job failed on its own: %r", error)
-            answer = wire.WireAnswer(job_id, wire.STATUS_FAILED, message=repr(error))
-        if self.closed:
-            return
-        if not self.out:
-            self.server.loop.call_soon(self._flush)
-        self.out.append(wire.frame(answer))
+            answer = wire.WireAnswer(job.id, wire.STATUS_FAILED, message=repr(error))
+        if not self.closed:
+            self.out.append(wire.frame(answer))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         out, self.out = self.out, []
-        if self.transport is not None and not self.closed:
+        if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -101,6 +99,10 @@ class _Client(asyncio.Protocol):
 
 
 class WriterServer:
+    """The group commit on the event loop: the jobs that arrived while a transaction ran are
+    read in the loop's next turn (the kernel holds them meanwhile) and written together in
+    the turn after, up to the writer's group size; each client's answers go in one write."""
+
     def __init__(self, store: SQLiteStore, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.loop = loop
@@ -108,6 +110,47 @@ class WriterServer:
         self.writer: Writer = store._writer
         self.clients: set[_Client] = set()
         self.client_gone = asyncio.Event()
+        self.pending: collections.deque[_RemoteJob] = collections.deque()
+        self.scheduled = False
+
+    def add(self, jobs: list[_RemoteJob]) -> None:
+        self.pending.extend(jobs)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.write_pending)
+
+    def take(self) -> list[_RemoteJob]:
+        """The next group: pending jobs up to the group size (at least one)."""
+        batch: list[_RemoteJob] = []
+        size = 0
+        pending = self.pending
+        while pending and size < self.writer.max_batch_events:
+            job = pending.popleft()
+            batch.append(job)
+            size += len(job.events) + 1
+        return batch
+
+    def write_pending(self) -> None:
+        """Write one group and answer it; what is left waits for the next turn, after the
+        jobs that arrived meanwhile have been read."""
+        self.scheduled = False
+        batch = self.take()
+        if not batch:
+            return
+        clients: set[_Client] = set()
+        for job, result, error in self.writer.write_batch(batch):
+            job.client.answer(job, result, error)
+            clients.add(job.client)
+        for client in clients:
+            client.flush()
+        if self.pending and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.write_pending)
+
+    def drain(self) -> None:
+        """Write and answer every job received (at stop)."""
+        while self.pending:
+            self.write_pending()
 
 
 async def serve_writer(
@@ -159,12 +202,11 @@ async def serve_writer(
             await asyncio.wait_for(server_state.client_gone.wait(), deadline - loop.time())
     if server_state.clients:
         log.warning("stopping with %d client(s) still connected", len(server_state.clients))
-    # Commit and answer what was received (SQLiteStore.close drains the writer's queue).
+    # Commit and answer what was received.
+    server_state.drain()
     await store.close()
-    for _ in range(5):
-        await asyncio.sleep(0)
     for client in list(server_state.clients):
-        client._flush()
+        client.flush()
         if client.transport is not None:
             client.transport.close()
     with contextlib.suppress(FileNotFoundError):
