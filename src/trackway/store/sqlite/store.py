@@ -1,7 +1,8 @@
 """The SQLite store: reads on a thread pool; writes through one writer thread per process
 (group commit, see writer.py), except the events of a process that was given a writer
 socket: those go to the writer process of `trackway serve` (writer_process.py), which
-group-commits the events of every API worker together. Several processes may still write one
+group-commits the events of every API worker together, on its event loop (no writer thread
+there). Several processes may still write one
 file (the commands beside a server): SQLite serialises them (BEGIN IMMEDIATE with a busy
 timeout)."""
 
