@@ -317,3 +317,28 @@ def test_an_import_without_a_server_writes_with_a_small_page_cache(tmp_path: Pat
         return before, await store._write(cache_size)
 
     assert with_store(tmp_path / "t.db", work) == (-WRITER_CACHE_KIB, -IMPORT_CACHE_KIB)
+
+
+def test_the_writer_process_store_writes_on_its_event_loop(tmp_path: Path) -> None:
+    """The writer process's store starts no writer thread (writer_process.py writes on its
+    loop): its other writes run there too, and their errors reach the caller."""
+    from trackway.domain.errors import AccountExists
+
+    async def go() -> tuple[bool, int, bool]:
+        store = SQLiteStore(tmp_path / "w.db", serves_others=True)
+        await store.open()
+        try:
+            assert store._writer is not None
+            account = await new_account(store)
+            stored = (await store.ingest(account, [accepted()])).stored
+            try:
+                await store.create_account(account.name, hash_key("x"), hash_key("y"))
+                refused = False
+            except AccountExists:
+                refused = True
+            return store._writer.is_alive(), stored, refused
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) == (False, 1, True)
+    assert query(tmp_path / "w.db", "SELECT count(*) FROM events")[0][0] == 1

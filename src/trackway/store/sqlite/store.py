@@ -2,9 +2,8 @@
 (group commit, see writer.py), except the events of a process that was given a writer
 socket: those go to the writer process of `trackway serve` (writer_process.py), which
 group-commits the events of every API worker together, on its event loop (no writer thread
-there). Several processes may still write one
-file (the commands beside a server): SQLite serialises them (BEGIN IMMEDIATE with a busy
-timeout)."""
+there). Several processes may still write one file (the commands beside a server): SQLite
+serialises them (BEGIN IMMEDIATE with a busy timeout)."""
 
 from __future__ import annotations
 
@@ -152,14 +151,19 @@ class SQLiteStore:
         if self._writer is None:
             raise RuntimeError("store is not open")
         if self._serves_others:
-            # The writer process writes on its event loop (writer_process.py).
-            ((_, result, error),) = self._writer.write_batch([Ingest(call=fn)])
-            if error is not None:
-                raise error
-            return result  # type: ignore[no-any-return]
+            return self._write_here(Ingest(call=fn))  # type: ignore[no-any-return]
         job = Job(asyncio.get_running_loop(), call=fn)
         self._writer.jobs.put(job)
         return await job.future  # type: ignore[no-any-return]
+
+    def _write_here(self, job: Ingest) -> Any:
+        """The writer process's writes: on its event loop, as writer_process.py writes its
+        clients' jobs (it has no writer thread)."""
+        assert self._writer is not None
+        ((_, result, error),) = self._writer.write_batch([job])
+        if error is not None:
+            raise error
+        return result
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -239,6 +243,8 @@ class SQLiteStore:
             return await self._remote.ingest(account.id, events, rejections)
         if self._writer is None:
             raise RuntimeError("store is not open")
+        if self._serves_others:
+            return self._write_here(Ingest(account.id, events, rejections))  # type: ignore[no-any-return]
         loop = asyncio.get_running_loop()
         job = Job(loop, account.id, events, rejections)
         # Hand the writer every job of this turn of the event loop at once: one wake-up of

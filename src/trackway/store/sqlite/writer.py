@@ -273,18 +273,15 @@ class Writer(threading.Thread):
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, sqlite3.OperationalError):
             log.warning("write failed, store unavailable: %s", exc)
-            self._drop_connection()
+            self.close_connection()
             return unavailable(exc)
         if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
             log.error("write failed: %r", exc)
-            self._drop_connection()
+            self.close_connection()
         return exc
 
     def close_connection(self) -> None:
-        self._drop_connection()
-
-    def _drop_connection(self) -> None:
-        # A fresh connection after a storage fault lets the store recover by itself.
+        # Also after a storage fault: a fresh connection lets the store recover by itself.
         if self.conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.close()
