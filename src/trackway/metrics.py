@@ -49,29 +49,52 @@ def count_request(route: str, method: str, status: int) -> None:
 
 
 class RequestTally:
-    """Requests answered on the ingest paths, tallied in a dict and added to their counters
-    once per turn of the event loop: a counter's inc takes a lock (and in multiprocess mode
-    writes the process's shared file), which costs more than the tally. /metrics flushes the
-    tally of its own process first; another worker's is at most one loop turn behind."""
+    """Requests answered on the ingest paths, and the events the writer process stored for
+    them, tallied in dicts and added to their counters once per turn of the event loop: a
+    counter's inc takes a lock (and in multiprocess mode writes the process's shared file),
+    which costs more than the tally. /metrics flushes the tally of its own process first;
+    another worker's is at most one loop turn behind. Called on the event loop's thread only."""
 
     def __init__(self) -> None:
         self.pending: dict[tuple[str, str, int], int] = {}
+        self.counts: dict[Counter, int] = {}
+        self._scheduled = False
 
     def add(self, route: str, method: str, status: int) -> None:
         pending = self.pending
         key = (route, method, status)
         count = pending.get(key)
         if count is None:
-            if not pending:
-                asyncio.get_running_loop().call_soon(self.flush)
+            if not self._scheduled:
+                self._schedule()
             pending[key] = 1
         else:
             pending[key] = count + 1
 
+    def count(self, counter: Counter, amount: int) -> None:
+        """`counter.inc(amount)`, at the end of this turn of the loop."""
+        counts = self.counts
+        count = counts.get(counter)
+        if count is None:
+            if not self._scheduled:
+                self._schedule()
+            counts[counter] = amount
+        else:
+            counts[counter] = count + amount
+
+    def _schedule(self) -> None:
+        asyncio.get_running_loop().call_soon(self.flush)
+        self._scheduled = True
+
     def flush(self) -> None:
+        self._scheduled = False
         pending, self.pending = self.pending, {}
         for (route, method, status), count in pending.items():
             request_counter(route, method, status).inc(count)
+        if self.counts:
+            counts, self.counts = self.counts, {}
+            for counter, amount in counts.items():
+                counter.inc(amount)
 
 
 REQUEST_TALLY = RequestTally()

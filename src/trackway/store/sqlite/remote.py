@@ -204,9 +204,9 @@ def _count(answer: wire.WireAnswer, result: IngestResult, rejections: Sequence[R
         )
     else:
         if result.stored:
-            metrics.EVENTS_ACCEPTED.inc(result.stored)
+            metrics.REQUEST_TALLY.count(metrics.EVENTS_ACCEPTED, result.stored)
         if result.duplicates:
-            metrics.EVENTS_DUPLICATE.inc(result.duplicates)
+            metrics.REQUEST_TALLY.count(metrics.EVENTS_DUPLICATE, result.duplicates)
     for rejection in rejections:
         metrics.count_rejected(rejection.error_type)
     for _, rejected in result.rejected:

@@ -137,6 +137,8 @@ def ok_answer(job_id: int, result: IngestResult, group: tuple[int, float] | None
 
 
 def result_of(answer: WireAnswer) -> IngestResult:
+    if not answer.rejected:  # almost always: no comprehension (a function call in 3.11)
+        return IngestResult(answer.stored, answer.duplicates, [])
     return IngestResult(
         answer.stored,
         answer.duplicates,
