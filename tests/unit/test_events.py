@@ -766,3 +766,25 @@ def test_a_subscription_group_id_of_255_characters_is_fine_and_256_refused():
     assert refused.error_type == "invalid_event_attributes"
     assert refused.errors == {"subscription_groups": ["id is too long (maximum is 255 characters)"]}
     assert rejected(body(100_000)).errors == refused.errors
+
+
+def test_only_sent_event_uuids_are_looked_up_among_the_stored_ones() -> None:
+    """A uuid made at validation (no event_uuid, or an empty one) is flagged fresh, on both
+    paths of the rules and over the writer socket, and the group commit does not look it up;
+    a sent one is looked up (that is how a retry is answered as a duplicate)."""
+    from trackway.domain.batch import lookups_needed
+    from trackway.store.sqlite import wire
+
+    sent = str(uuid.uuid4())
+    bodies = [
+        {"event": "view", "customer_id": "c1"},
+        {"event": "view", "customer_id": "c1", "event_uuid": ""},
+        {"event": "view", "customer_id": "c1", "event_uuid": sent.upper()},
+        # Not the one-pass path (verification off, but a rule it leaves to the full rules).
+        {"event": "view", "customer_id": "c1", "email_hash": "0" * 32},
+    ]
+    accepted = [validate_event(b, RECEIVED) for b in bodies]
+    assert [e.fresh_uuid for e in accepted] == [True, True, False, True]
+    job = wire.job_decoder.decode(wire.job_frame(1, 1, accepted, [])[wire.HEADER :])
+    assert [e.fresh_uuid for e in wire.accepted_events(job)] == [True, True, False, True]
+    assert lookups_needed(accepted).event_uuids == [sent]

@@ -127,7 +127,8 @@ def lookups_needed(events: Sequence[AcceptedEvent]) -> LookupsNeeded:
         names.update(name for name, _ in attribute_types_of(event))
         pairs.update(identifiers_of(event))
     return LookupsNeeded(
-        event_uuids=sorted({e.event_uuid for e in events}),
+        # A uuid made at validation is new: only the ones clients sent are looked up.
+        event_uuids=sorted({e.event_uuid for e in events if not e.fresh_uuid}),
         attribute_names=sorted(names),
         identifiers=sorted(pairs),
     )

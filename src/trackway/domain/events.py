@@ -151,6 +151,9 @@ class AcceptedEvent(msgspec.Struct):
     # The body as the store keeps it (JSON), when encoded already: by the API worker that
     # handed the event to SQLite's writer process (store/sqlite/wire.py).
     stored: bytes | None = None
+    # The event_uuid was made here (new_event_uuid), not sent: no store can hold it yet, so
+    # the group commit does not look it up among the stored ones.
+    fresh_uuid: bool = False
 
     @property
     def event_type(self) -> str:
@@ -340,7 +343,8 @@ def _accept_common(
         return None
 
     event_uuid = body.get("event_uuid") if "event_uuid" in body else None
-    if event_uuid is None or event_uuid == "":
+    fresh = event_uuid is None or event_uuid == ""
+    if fresh:
         event_uuid = new_event_uuid(received_ms)
     elif type(event_uuid) is str and _UUID_RE.fullmatch(event_uuid):
         event_uuid = event_uuid.lower()
@@ -378,7 +382,7 @@ def _accept_common(
         stored["cookie"] = cookie
     return AcceptedEvent(
         event_uuid, event, timestamp, timestamp_ms, received_ms, customer_id, email, None,
-        device_id, cookie, stored, types,
+        device_id, cookie, stored, types, None, fresh,
     )  # fmt: skip
 
 
@@ -534,7 +538,8 @@ def _check_every_rule(
         email_hash = email_hash.lower()
 
     event_uuid = body.get("event_uuid")
-    if event_uuid is None or event_uuid == "":
+    fresh = event_uuid is None or event_uuid == ""
+    if fresh:
         event_uuid = new_event_uuid()
     elif not isinstance(event_uuid, str) or not _UUID_RE.fullmatch(event_uuid):
         reject("event_uuid", "is not a valid UUID", "invalid_event_attributes")
@@ -609,6 +614,7 @@ def _check_every_rule(
     if cookie is not None:
         stored["cookie"] = cookie
     assert isinstance(event, str)  # is_valid_event_name passed
+    assert isinstance(event_uuid, str)  # made, or a valid UUID
     return AcceptedEvent(
         event_uuid=event_uuid,
         event=event,
@@ -621,6 +627,7 @@ def _check_every_rule(
         device_id=device_id,
         cookie=cookie,
         body=stored,
+        fresh_uuid=fresh,
     )
 
 

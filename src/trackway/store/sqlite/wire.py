@@ -54,6 +54,7 @@ class WireEvent(msgspec.Struct, array_like=True):
     stored: bytes
     # Whether the writer must read the body (it decodes `stored` then).
     parse: bool
+    fresh_uuid: bool
 
 
 class WireJob(msgspec.Struct, array_like=True):
@@ -112,14 +113,15 @@ def accepted_events(job: WireJob) -> list[AcceptedEvent]:
 def _wire_event(e: AcceptedEvent) -> WireEvent:
     return WireEvent(e.event_uuid, e.event, e.timestamp, e.timestamp_ms, e.received_ms,
                      e.customer_id, e.email, e.email_hash, e.device_id, e.cookie,
-                     attribute_types_of(e), _json.encode(e.body), needs_body(e))  # fmt: skip
+                     attribute_types_of(e), _json.encode(e.body), needs_body(e),
+                     e.fresh_uuid)  # fmt: skip
 
 
 def _accepted_event(e: WireEvent) -> AcceptedEvent:
     body = _json_decode(e.stored) if e.parse else {}
     return AcceptedEvent(e.event_uuid, e.event, e.timestamp, e.timestamp_ms, e.received_ms,
                          e.customer_id, e.email, e.email_hash, e.device_id, e.cookie, body,
-                         e.attribute_types, e.stored)  # fmt: skip
+                         e.attribute_types, e.stored, e.fresh_uuid)  # fmt: skip
 
 
 def ok_answer(job_id: int, result: IngestResult, group: tuple[int, float] | None) -> WireAnswer:
