@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -161,3 +163,21 @@ async def test_a_100_continue_is_written_at_once() -> None:
     assert len(transport.writes) == 2
     assert transport.writes[1].startswith(b"HTTP/1.1 200 OK\r\n")
     assert transport.writes[1].endswith(BODY)
+
+
+@run
+async def test_a_finished_cycle_is_freed_without_the_garbage_collector() -> None:
+    """No reference cycle between a request's cycle and its transport: with the collector off,
+    the first request's objects are gone once the second one has replaced it."""
+    gc.collect()
+    gc.disable()
+    try:
+        transport, protocol = await serve(fixed_length, post())
+        first = weakref.ref(protocol.cycle)
+        protocol.data_received(post())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(transport.writes) == 2
+        assert first() is None
+    finally:
+        gc.enable()
