@@ -58,15 +58,14 @@ class RequestTally:
     def __init__(self) -> None:
         self.pending: dict[tuple[str, str, int], int] = {}
         self.counts: dict[Counter, int] = {}
-        self._scheduled = False
 
     def add(self, route: str, method: str, status: int) -> None:
         pending = self.pending
         key = (route, method, status)
         count = pending.get(key)
         if count is None:
-            if not self._scheduled:
-                self._schedule()
+            if not pending and not self.counts:
+                asyncio.get_running_loop().call_soon(self.flush)
             pending[key] = 1
         else:
             pending[key] = count + 1
@@ -76,18 +75,13 @@ class RequestTally:
         counts = self.counts
         count = counts.get(counter)
         if count is None:
-            if not self._scheduled:
-                self._schedule()
+            if not counts and not self.pending:
+                asyncio.get_running_loop().call_soon(self.flush)
             counts[counter] = amount
         else:
             counts[counter] = count + amount
 
-    def _schedule(self) -> None:
-        asyncio.get_running_loop().call_soon(self.flush)
-        self._scheduled = True
-
     def flush(self) -> None:
-        self._scheduled = False
         pending, self.pending = self.pending, {}
         for (route, method, status), count in pending.items():
             request_counter(route, method, status).inc(count)

@@ -207,14 +207,12 @@ def decode_event_body(
     max_ahead_ms: int | None = MAX_AHEAD_MS,
     max_attributes: int = MAX_EVENT_ATTRIBUTES,
 ) -> AcceptedEvent:
-    """validate_event(parse_json_object(raw), ...), one call less on the busiest path."""
-    body = parse_json_object(raw)
-    if verification_secret is None:
-        accepted = _accept_common(body, received_ms, True, max_ahead_ms, max_attributes)
-        if accepted is not None:
-            return accepted
-    return _check_every_rule(
-        body, received_ms, verification_secret, True, max_ahead_ms, max_attributes
+    return validate_event(
+        parse_json_object(raw),
+        received_ms,
+        verification_secret,
+        max_ahead_ms=max_ahead_ms,
+        max_attributes=max_attributes,
     )
 
 

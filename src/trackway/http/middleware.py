@@ -67,9 +67,12 @@ class RequestIds:
         self._prefix = f"{os.getpid():x}-{int(time.time()):x}-".encode()
 
     def take(self, given: bytes | None) -> bytes:
-        if given is None:
-            return self._prefix + b"%x" % next(self._ids)
-        if 0 < len(given) <= 128 and given.isascii() and given.decode("ascii").isprintable():
+        if (
+            given is not None
+            and 0 < len(given) <= 128
+            and given.isascii()
+            and given.decode("ascii").isprintable()
+        ):
             return bytes(given)
         return self._prefix + b"%x" % next(self._ids)
 
