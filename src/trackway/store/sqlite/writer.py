@@ -46,6 +46,7 @@ from trackway.store.base import (
     observe_batch,
 )
 from trackway.store.queries import load_queries
+from trackway.store.sqlite.cache import WriterCache
 
 if TYPE_CHECKING:
     from trackway.store.sqlite.store import SQLiteStore
@@ -194,6 +195,8 @@ class Writer(threading.Thread):
         # The page cache of the writer's connection (KiB); applied before its next transaction.
         self.cache_kib = WRITER_CACHE_KIB
         self._cache_set = 0
+        # What the group commits read, kept between them (cache.py).
+        self.cache = WriterCache()
 
     def run(self) -> None:
         stopping = False
@@ -237,6 +240,8 @@ class Writer(threading.Thread):
         for job in batch:
             if job.call is None:
                 continue
+            # A write the cache does not follow (a customer or attribute type deleted...).
+            self.cache.clear()
             try:
                 outcomes.append((job, self._commit(job.call), None))
             except BaseException as exc:
@@ -257,6 +262,8 @@ class Writer(threading.Thread):
                 observe_batch(jobs, results, seconds)
             outcomes.extend((job, result, None) for job, result in zip(jobs, results, strict=True))
         except BaseException as exc:
+            # Its plan had changed cached profiles: what the database holds is read again.
+            self.cache.clear()
             error = self._translate(exc)
             retry = isinstance(exc, Exception) and not isinstance(exc, sqlite3.OperationalError)
             if len(jobs) > 1 and retry:
@@ -286,6 +293,8 @@ class Writer(threading.Thread):
             with contextlib.suppress(sqlite3.Error):
                 self.conn.close()
             self.conn = None
+        # data_version is per connection: a new one starts with nothing cached.
+        self.cache.clear()
 
     def _commit(self, write: Callable[..., T], *args: Any) -> T:
         if self.conn is None:
@@ -314,6 +323,7 @@ class Writer(threading.Thread):
         daily: Counter[tuple[int, str, str]] = Counter()
         names: dict[tuple[int, str], int] = {}
         plans: list[AccountPlan] = []
+        self.cache.follow(conn.execute("PRAGMA data_version").fetchone()[0])
         for account_id, entries in entries_by_account(jobs).items():
             needed = lookups_needed([e for _, _, e in entries])
             lookups = self._lookups(conn, account_id, needed)
@@ -325,6 +335,8 @@ class Writer(threading.Thread):
             )
             plans.append(plan)
             self._write_identity(conn, plan)
+            # What the database holds once this commits (the cache is emptied if it fails).
+            self.cache.adopt(plan)
             if plan.new_attribute_types:
                 conn.executemany(
                     Q["insert_attribute_type"],
@@ -360,24 +372,49 @@ class Writer(threading.Thread):
             conn.execute(_insert_error_log_sql(len(chunk) // 7), chunk)
         return results
 
-    @staticmethod
-    def _lookups(conn: sqlite3.Connection, account_id: int, needed: LookupsNeeded) -> Lookups:
+    def _lookups(self, conn: sqlite3.Connection, account_id: int, needed: LookupsNeeded) -> Lookups:
+        """What the batch needs of the account: from the cache, the rest from the database."""
+        cache = self.cache.account(account_id)
         existing: set[str] = set()
         for chunk in _chunks(needed.event_uuids, IN_LIST):
             sql = _in_list_sql("existing_event_uuids", len(chunk))
             existing.update(row[0] for row in conn.execute(sql, (account_id, *chunk)))
         types: dict[str, str] = {}
-        for chunk in _chunks(needed.attribute_names, IN_LIST):
+        cached_types = cache.types
+        missing: list[Any] = [n for n in needed.attribute_names if n not in cached_types]
+        for name in needed.attribute_names:
+            kind = cached_types.get(name)
+            if kind is not None:
+                types[name] = kind
+        for chunk in _chunks(missing, IN_LIST):
             sql = _in_list_sql("attribute_types_of", len(chunk))
-            types.update(conn.execute(sql, (account_id, *chunk)).fetchall())
+            found = conn.execute(sql, (account_id, *chunk)).fetchall()
+            types.update(found)
+            cached_types.update(found)
         index: dict[tuple[str, str], str] = {}
-        for pairs in _chunks(needed.identifiers, IN_LIST):
+        missing = []
+        owner = cache.owner
+        for pair in needed.identifiers:
+            uuid = owner(pair)
+            if uuid is None:
+                missing.append(pair)
+            else:
+                index[pair] = uuid
+        for pairs in _chunks(missing, IN_LIST):
             sql = _in_list_sql("identifiers_of_pairs", len(pairs))
             params = [*(v for pair in pairs for v in pair), account_id]
             for kind, value, customer_uuid in conn.execute(sql, params):
                 index[(kind, value)] = customer_uuid
         profiles: dict[str, Profile] = {}
-        for chunk in _chunks(sorted(set(index.values())), IN_LIST):
+        cached_profiles = cache.profiles
+        missing = []
+        for uuid in set(index.values()):
+            profile = cached_profiles.get(uuid)
+            if profile is None:
+                missing.append(uuid)
+            else:
+                profiles[uuid] = profile
+        for chunk in _chunks(sorted(missing), IN_LIST):
             sql = _in_list_sql("profiles_by_uuid", len(chunk))
             for u, cid, email, attributes, subscriptions, created, updated, seen in conn.execute(
                 sql, (account_id, *chunk)

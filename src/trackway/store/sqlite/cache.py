@@ -1,0 +1,110 @@
+"""What the SQLite writer remembers between its transactions: the rows a group commit reads
+(attribute types, identifier to customer, profiles), kept as the database holds them.
+
+The writer is the one connection that writes the file, so what it wrote stays true until it
+writes again. Two things break that, and each empties the cache: another connection committing
+(a command beside the server: `PRAGMA data_version` moves, checked at the start of every group
+commit) and a write of the writer's own that the cache does not follow (a failed or rolled-back
+transaction, whose plan had already changed cached profiles, or any write that is not an ingest:
+deleting a customer or an attribute type). The cache only ever holds what a committed
+transaction left, so a miss or an evicted entry is simply read again.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from trackway.domain.batch import AccountPlan
+from trackway.domain.identity import Profile
+
+# Entries per kind, over every account, before the oldest half is dropped. A profile with a
+# few attributes is about 1 KiB here: 50,000 of them keep an import's memory well under its
+# bound while a working set of returning customers stays cached.
+MAX_PROFILES = 50_000
+MAX_IDENTIFIERS = 100_000
+
+
+class AccountCache:
+    __slots__ = ("identifiers", "merged", "profiles", "types")
+
+    def __init__(self) -> None:
+        self.types: dict[str, str] = {}
+        # (kind, value) -> customer uuid, as identifiers holds it when cached; a merge since
+        # then is followed through `merged` (loser -> winner).
+        self.identifiers: dict[tuple[str, str], str] = {}
+        self.merged: dict[str, str] = {}
+        self.profiles: dict[str, Profile] = {}
+
+    def owner(self, pair: tuple[str, str]) -> str | None:
+        uuid = self.identifiers.get(pair)
+        if uuid is not None and self.merged:
+            while uuid in self.merged:
+                uuid = self.merged[uuid]
+        return uuid
+
+
+class WriterCache:
+    def __init__(self) -> None:
+        self.accounts: dict[int, AccountCache] = {}
+        # The data_version of the connection the cache follows (None: nothing cached yet).
+        self.data_version: int | None = None
+        self._profiles = 0
+        self._identifiers = 0
+
+    def clear(self) -> None:
+        self.accounts.clear()
+        self.data_version = None
+        self._profiles = 0
+        self._identifiers = 0
+
+    def follow(self, data_version: int) -> None:
+        """At the start of a group commit: forget everything if another connection wrote."""
+        if data_version != self.data_version:
+            self.clear()
+            self.data_version = data_version
+
+    def account(self, account_id: int) -> AccountCache:
+        cache = self.accounts.get(account_id)
+        if cache is None:
+            cache = self.accounts[account_id] = AccountCache()
+        return cache
+
+    def adopt(self, plan: AccountPlan) -> None:
+        """What the plan's transaction leaves in the database, once it commits (the writer
+        empties the cache if it does not)."""
+        resolver = plan.identity
+        cache = self.account(plan.account_id)
+        for name, kind in plan.new_attribute_types:
+            cache.types[name] = kind
+        if resolver is None:
+            return
+        profiles = cache.profiles
+        before = len(profiles)
+        for merge in resolver.merges:
+            cache.merged[merge.loser] = merge.winner
+            profiles.pop(merge.loser, None)
+        for profile in resolver.profiles.values():
+            profile.is_new = profile.changed = profile.seen_moved = False
+            profiles[profile.uuid] = profile
+        identifiers = cache.identifiers
+        size = len(identifiers)
+        identifiers.update(resolver.index)
+        self._profiles += len(profiles) - before
+        self._identifiers += len(identifiers) - size
+        if self._profiles > MAX_PROFILES or self._identifiers > MAX_IDENTIFIERS:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest half of every account's entries (first cached, first dropped)."""
+        self._profiles = self._identifiers = 0
+        for cache in self.accounts.values():
+            for uuid in list(islice(cache.profiles, len(cache.profiles) // 2)):
+                del cache.profiles[uuid]
+            for pair in list(islice(cache.identifiers, len(cache.identifiers) // 2)):
+                del cache.identifiers[pair]
+            # Redirects serve cached identifiers only: with half of those gone, start over.
+            if cache.merged:
+                cache.identifiers.clear()
+                cache.merged.clear()
+            self._profiles += len(cache.profiles)
+            self._identifiers += len(cache.identifiers)
