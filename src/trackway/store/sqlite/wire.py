@@ -39,22 +39,13 @@ STATUS_UNAVAILABLE = 1
 STATUS_FAILED = 2
 
 
-class WireEvent(msgspec.Struct, array_like=True):
-    event_uuid: str
-    event: str
-    timestamp: str
-    timestamp_ms: int
-    received_ms: int
-    customer_id: str | None
-    email: str | None
-    email_hash: str | None
-    device_id: str | None
-    cookie: str | None
-    attribute_types: list[tuple[str, str]]
-    stored: bytes
-    # Whether the writer must read the body (it decodes `stored` then).
-    parse: bool
-    fresh_uuid: bool
+class WireEvent(AcceptedEvent, array_like=True):
+    """An accepted event as it travels: an array of AcceptedEvent's fields, so that the writer
+    takes it as it is decoded. Its `stored` body is always there, its `body` is empty (the
+    writer decodes `stored` into it when `parse` says it reads it)."""
+
+    # Whether the writer must read the body.
+    parse: bool = False
 
 
 class WireJob(msgspec.Struct, array_like=True):
@@ -105,23 +96,23 @@ def job_frame(
     return frame(WireJob(job_id, account_id, wire, list(rejections)))
 
 
-def accepted_events(job: WireJob) -> list[AcceptedEvent]:
-    """The writer's side: the events of a job, as the group commit takes them."""
-    return [_accepted_event(e) for e in job.events]
+def accepted_events(job: WireJob) -> Sequence[AcceptedEvent]:
+    """The writer's side: the events of a job, as the group commit takes them (each one an
+    AcceptedEvent already: only the bodies the writer reads are decoded)."""
+    for e in job.events:
+        if e.parse and e.stored is not None:
+            e.body = _json_decode(e.stored)
+    return job.events
+
+
+_NO_BODY: dict[str, Any] = {}
 
 
 def _wire_event(e: AcceptedEvent) -> WireEvent:
     return WireEvent(e.event_uuid, e.event, e.timestamp, e.timestamp_ms, e.received_ms,
-                     e.customer_id, e.email, e.email_hash, e.device_id, e.cookie,
-                     attribute_types_of(e), _json.encode(e.body), needs_body(e),
-                     e.fresh_uuid)  # fmt: skip
-
-
-def _accepted_event(e: WireEvent) -> AcceptedEvent:
-    body = _json_decode(e.stored) if e.parse else {}
-    return AcceptedEvent(e.event_uuid, e.event, e.timestamp, e.timestamp_ms, e.received_ms,
-                         e.customer_id, e.email, e.email_hash, e.device_id, e.cookie, body,
-                         e.attribute_types, e.stored, e.fresh_uuid)  # fmt: skip
+                     e.customer_id, e.email, e.email_hash, e.device_id, e.cookie, _NO_BODY,
+                     attribute_types_of(e), _json.encode(e.body), e.fresh_uuid,
+                     needs_body(e))  # fmt: skip
 
 
 def ok_answer(job_id: int, result: IngestResult, group: tuple[int, float] | None) -> WireAnswer:
