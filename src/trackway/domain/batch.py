@@ -121,15 +121,16 @@ def attribute_types_of(event: AcceptedEvent) -> list[tuple[str, str]]:
 
 
 def lookups_needed(events: Sequence[AcceptedEvent]) -> LookupsNeeded:
-    names: set[str] = set()
+    # (name, type) pairs first: events of one name bring the same ones, one set update each.
+    typed: set[tuple[str, str]] = set()
     pairs: set[tuple[str, str]] = set()
     for event in events:
-        names.update(name for name, _ in attribute_types_of(event))
+        typed.update(attribute_types_of(event))
         pairs.update(identifiers_of(event))
     return LookupsNeeded(
         # A uuid made at validation is new: only the ones clients sent are looked up.
         event_uuids=sorted({e.event_uuid for e in events if not e.fresh_uuid}),
-        attribute_names=sorted(names),
+        attribute_names=sorted({name for name, _ in typed}),
         identifiers=sorted(pairs),
     )
 

@@ -134,6 +134,39 @@ class IdentityResolver:
     def resolve(self, event: AcceptedEvent) -> str:
         """The uuid of the event's customer, creating or merging profiles as the rules say."""
         ids = identifiers_of(event)
+        owner = self.index.get(ids[0]) if len(ids) == 1 else None
+        if owner is None:
+            owner = self._resolve_identifiers(event, ids)
+        # Else the common case: one identifier, known: its profile, nothing to merge or attach.
+        profile = self.profiles[owner]
+        if event.customer_id is not None and profile.customer_id is None:
+            profile.customer_id = event.customer_id
+            profile.changed = True
+        if event.event == "identify":
+            attributes = profile_attributes(event.body)
+            if attributes:
+                profile.attributes.update(attributes)
+                profile.changed = True
+        groups = event.body.get("subscription_groups")
+        if groups:
+            for group in groups:
+                profile.subscriptions[group["id"]] = group["subscribed"]
+            profile.changed = True
+        if profile.changed:
+            profile.updated_ms = max(profile.updated_ms, event.received_ms)
+        if event.timestamp_ms > profile.seen_ms and (
+            profile.is_new
+            or profile.changed
+            or profile.seen_moved
+            or event.timestamp_ms > profile.seen_ms + ACTIVITY_RESOLUTION_MS
+        ):
+            profile.seen_ms = event.timestamp_ms
+            profile.seen_moved = True
+        return owner
+
+    def _resolve_identifiers(self, event: AcceptedEvent, ids: list[tuple[str, str]]) -> str:
+        """The owner among the profiles the identifiers point at (or a new one), after the
+        merges and conflicts they make; the identifiers and the email it takes."""
         # Profiles the event's identifiers point at, each with the strongest kind that found it.
         found: dict[str, str] = {}
         for kind, value in ids:
@@ -160,9 +193,6 @@ class IdentityResolver:
                 continue
             self._merge(other_profile, profile, event.received_ms)
 
-        if event.customer_id is not None and profile.customer_id is None:
-            profile.customer_id = event.customer_id
-            profile.changed = True
         for kind, value in ids:
             if (kind, value) not in self.index:
                 self.index[(kind, value)] = owner
@@ -180,27 +210,6 @@ class IdentityResolver:
         ):
             profile.email = event.email
             profile.changed = True
-
-        if event.event == "identify":
-            attributes = profile_attributes(event.body)
-            if attributes:
-                profile.attributes.update(attributes)
-                profile.changed = True
-        groups = event.body.get("subscription_groups")
-        if groups:
-            for group in groups:
-                profile.subscriptions[group["id"]] = group["subscribed"]
-            profile.changed = True
-        if profile.changed:
-            profile.updated_ms = max(profile.updated_ms, event.received_ms)
-        if event.timestamp_ms > profile.seen_ms and (
-            profile.is_new
-            or profile.changed
-            or profile.seen_moved
-            or event.timestamp_ms > profile.seen_ms + ACTIVITY_RESOLUTION_MS
-        ):
-            profile.seen_ms = event.timestamp_ms
-            profile.seen_moved = True
         return owner
 
     def _owner(self, event: AcceptedEvent, found: dict[str, str]) -> str:
