@@ -119,12 +119,18 @@ class IdentityResolver:
     redirect: dict[str, str] = field(default_factory=dict)
     # Profile uuid → its keys in `index`, and the positions of its `new_identifiers`: a merge
     # repoints what the loser held without scanning everything (batches hold 10^5 identifiers).
-    _held: dict[str, list[tuple[str, str]]] = field(default_factory=dict, init=False)
+    # Built at the batch's first merge (most batches have none), kept up to date after it.
+    _held: dict[str, list[tuple[str, str]]] | None = field(default=None, init=False)
     _new_at: dict[str, list[int]] = field(default_factory=dict, init=False)
 
-    def __post_init__(self) -> None:
-        for key, uuid in self.index.items():
-            self._held.setdefault(uuid, []).append(key)
+    def _holdings(self) -> dict[str, list[tuple[str, str]]]:
+        if self._held is None:
+            self._held = {}
+            for key, uuid in self.index.items():
+                self._held.setdefault(uuid, []).append(key)
+            for i, (_, _, uuid, _) in enumerate(self.new_identifiers):
+                self._new_at.setdefault(uuid, []).append(i)
+        return self._held
 
     def final(self, uuid: str) -> str:
         while uuid in self.redirect:
@@ -196,8 +202,9 @@ class IdentityResolver:
         for kind, value in ids:
             if (kind, value) not in self.index:
                 self.index[(kind, value)] = owner
-                self._held.setdefault(owner, []).append((kind, value))
-                self._new_at.setdefault(owner, []).append(len(self.new_identifiers))
+                if self._held is not None:
+                    self._held.setdefault(owner, []).append((kind, value))
+                    self._new_at.setdefault(owner, []).append(len(self.new_identifiers))
                 self.new_identifiers.append((kind, value, owner, event.received_ms))
         # The profile's email: the first one seen, then the newest an identify carries (the
         # others keep finding it). An email another customer holds (a conflict above) stays
@@ -257,10 +264,11 @@ class IdentityResolver:
         winner.created_ms = min(winner.created_ms, loser.created_ms)
         winner.seen_ms = max(winner.seen_ms, loser.seen_ms)
         winner.changed = True
-        held = self._held.pop(loser.uuid, [])
+        holdings = self._holdings()
+        held = holdings.pop(loser.uuid, [])
         for pair in held:
             self.index[pair] = winner.uuid
-        self._held.setdefault(winner.uuid, []).extend(held)
+        holdings.setdefault(winner.uuid, []).extend(held)
         positions = self._new_at.pop(loser.uuid, [])
         for i in positions:
             k, v, _, ms = self.new_identifiers[i]
