@@ -225,7 +225,8 @@ def profiled(pid: int, seconds: int, workers: int, stamp: str) -> list[subproces
     flame graph, and raw collapsed stacks per thread for the self-time summary."""
     base = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--duration", str(seconds)]
     base += ["--rate", str(PYSPY_RATE), "--nonblocking"]
-    base += ["--subprocesses"] if workers > 1 else []
+    # Every process of serve: its API workers and, on SQLite, its writer process.
+    base += ["--subprocesses"]
     flame = [*base, "--format", "flamegraph", "-o", str(OUT / f"flame-{stamp}.svg")]
     raw = [*base, "--threads", "--format", "raw", "-o", str(OUT / f"stacks-{stamp}.txt")]
     with (OUT / f"py-spy-{stamp}.log").open("ab") as log:

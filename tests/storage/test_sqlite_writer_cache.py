@@ -142,11 +142,10 @@ def test_a_failed_transaction_leaves_nothing_of_its_plan(tmp_path: Path) -> None
     assert json.loads(row[1]) == {"tier": "gold"}
 
 
-def test_evicted_entries_are_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache, "MAX_PROFILES", 4)
-    monkeypatch.setattr(cache, "MAX_IDENTIFIERS", 6)
-
+def test_evicted_entries_are_read_again(tmp_path: Path) -> None:
     async def work(store: SQLiteStore, account: Account) -> tuple[list[str], list[str]]:
+        assert store._writer is not None
+        store._writer.cache = cache.WriterCache(max_profiles=4, max_identifiers=6)
         first = [await send(store, account, customer_id=f"c-{n}") for n in range(20)]
         # The merge leaves a redirect; the eviction after it starts the identifiers over.
         a = await send(store, account, cookie="k-a")
@@ -154,10 +153,23 @@ def test_evicted_entries_are_read_again(tmp_path: Path, monkeypatch: pytest.Monk
         again = [await send(store, account, customer_id=f"c-{n}") for n in range(20)]
         assert await send(store, account, cookie="k-a") == first[0]
         assert a != first[0]
-        assert store._writer is not None
         assert len(store._writer.cache.account(account.id).profiles) <= 4
         return first, again
 
     first, again = run_with_store(tmp_path / "t.db", work)
     assert again == first
     assert len(set(first)) == 20
+
+
+def test_an_import_without_a_server_caches_less(tmp_path: Path) -> None:
+    async def work(store: SQLiteStore, account: Account) -> tuple[int, int]:
+        store.allow_large_groups(20_000)
+        assert store._writer is not None
+        limits = store._writer.cache.max_profiles, store._writer.cache.max_identifiers
+        await send(store, account, customer_id="c-1")
+        return limits
+
+    assert run_with_store(tmp_path / "t.db", work) == (
+        cache.IMPORT_MAX_PROFILES,
+        cache.IMPORT_MAX_IDENTIFIERS,
+    )

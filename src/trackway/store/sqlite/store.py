@@ -49,6 +49,7 @@ from trackway.store.base import (
     TimelineEvent,
 )
 from trackway.store.queries import migration_files
+from trackway.store.sqlite.cache import IMPORT_MAX_IDENTIFIERS, IMPORT_MAX_PROFILES, WriterCache
 from trackway.store.sqlite.remote import WriterClient
 from trackway.store.sqlite.writer import (
     IMPORT_CACHE_KIB,
@@ -257,10 +258,11 @@ class SQLiteStore:
     def allow_large_groups(self, events: int, cache_kib: int = IMPORT_CACHE_KIB) -> None:
         """Let this process's writer commit up to `events` at once (an import without a
         server: nobody waits behind its transactions), with a page cache of `cache_kib`, so
-        that the import's memory stays bounded."""
+        that the import's memory stays bounded (its writer cache too)."""
         if self._writer is not None:
             self._writer.max_batch_events = events
             self._writer.cache_kib = cache_kib
+            self._writer.cache = WriterCache(IMPORT_MAX_PROFILES, IMPORT_MAX_IDENTIFIERS)
 
     def _hand_over(self) -> None:
         jobs, self._pending = self._pending, []
