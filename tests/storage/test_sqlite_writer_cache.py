@@ -173,3 +173,61 @@ def test_an_import_without_a_server_caches_less(tmp_path: Path) -> None:
         cache.IMPORT_MAX_PROFILES,
         cache.IMPORT_MAX_IDENTIFIERS,
     )
+
+
+def test_eviction_folds_the_redirects_into_the_identifiers_left(tmp_path: Path) -> None:
+    async def work(store: SQLiteStore, account: Account) -> tuple[str, str]:
+        assert store._writer is not None
+        store._writer.cache = cache.WriterCache(max_profiles=2, max_identifiers=1000)
+        await send(store, account, cookie="k-2", device_id="d-2")
+        winner = await send(store, account, cookie="k-1", customer_id="c-1")
+        # The device's profile merges into c-1's; the cache still holds k-2 -> the loser.
+        assert await send(store, account, cookie="k-1", device_id="d-2") == winner
+        await send(store, account, customer_id="c-3")
+        await send(store, account, customer_id="c-4")  # three profiles cached: eviction
+        account_cache = store._writer.cache.account(account.id)
+        assert account_cache.merged == {}
+        assert account_cache.identifiers.get(("cookie", "k-2")) == winner
+        return winner, await send(store, account, cookie="k-2")
+
+    winner, by_cookie = run_with_store(tmp_path / "t.db", work)
+    assert by_cookie == winner
+
+
+def test_a_failed_group_retried_job_by_job_caches_only_what_was_stored(tmp_path: Path) -> None:
+    """Two jobs in one group commit, one refused by a trigger: the group fails, each job is
+    retried alone; the cache then holds the stored job's identifiers, never the refused one's."""
+    db_path = tmp_path / "t.db"
+
+    async def work(store: SQLiteStore, account: Account) -> tuple[str, str, str]:
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            conn.execute(
+                "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.event = 'poison'"
+                " BEGIN SELECT RAISE(ABORT, 'poisoned event'); END"
+            )
+            conn.commit()
+        good = validate_event({"event": "view", "customer_id": "c-1", "cookie": "k-1"}, now_ms())
+        bad = validate_event({"event": "poison", "customer_id": "c-2", "cookie": "k-2"}, now_ms())
+        # Handed over in one turn of the event loop: one group commit.
+        stored, refused = await asyncio.gather(
+            store.ingest(account, [good]), store.ingest(account, [bad]), return_exceptions=True
+        )
+        assert not isinstance(stored, BaseException) and stored.stored == 1
+        assert isinstance(refused, sqlite3.IntegrityError)
+        sql = "SELECT user_uuid FROM events WHERE event_uuid = ?"
+        owner = str(query(db_path, sql, [good.event_uuid])[0][0])
+        return (
+            owner,
+            await send(store, account, cookie="k-1"),
+            await send(store, account, cookie="k-2"),
+        )
+
+    owner, by_good_cookie, by_bad_cookie = run_with_store(db_path, work)
+    assert by_good_cookie == owner
+    assert by_bad_cookie != owner
+    rows = query(db_path, "SELECT count(*) FROM customers WHERE customer_id = 'c-2'")
+    assert rows[0][0] == 0
+    # Every event's customer is a row of the file (a plan cached from the failed group would
+    # have taken c-1's new profile for a stored one and written no row for it).
+    rows = query(db_path, "SELECT uuid, customer_id FROM customers ORDER BY id")
+    assert [tuple(row) for row in rows] == [(owner, "c-1"), (by_bad_cookie, None)]

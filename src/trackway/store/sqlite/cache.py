@@ -88,28 +88,39 @@ class WriterCache:
         for merge in resolver.merges:
             cache.merged[merge.loser] = merge.winner
             profiles.pop(merge.loser, None)
+        # Popped and put back: the dicts stay in order of last use, oldest first.
         for profile in resolver.profiles.values():
             profile.is_new = profile.changed = profile.seen_moved = False
+            profiles.pop(profile.uuid, None)
             profiles[profile.uuid] = profile
         identifiers = cache.identifiers
         size = len(identifiers)
-        identifiers.update(resolver.index)
+        for pair, uuid in resolver.index.items():
+            identifiers.pop(pair, None)
+            identifiers[pair] = uuid
         self._profiles += len(profiles) - before
         self._identifiers += len(identifiers) - size
         if self._profiles > self.max_profiles or self._identifiers > self.max_identifiers:
             self._evict()
 
     def _evict(self) -> None:
-        """Drop the oldest half of every account's entries (first cached, first dropped)."""
+        """Drop the least recently used entries of every account, down to half the bounds."""
+        keep_profiles = self.max_profiles // 2 / max(self._profiles, 1)
+        keep_identifiers = self.max_identifiers // 2 / max(self._identifiers, 1)
         self._profiles = self._identifiers = 0
         for cache in self.accounts.values():
-            for uuid in list(islice(cache.profiles, len(cache.profiles) // 2)):
+            drop = len(cache.profiles) - int(len(cache.profiles) * min(keep_profiles, 1.0))
+            for uuid in list(islice(cache.profiles, drop)):
                 del cache.profiles[uuid]
-            for pair in list(islice(cache.identifiers, len(cache.identifiers) // 2)):
+            drop = len(cache.identifiers) - int(len(cache.identifiers) * min(keep_identifiers, 1))
+            for pair in list(islice(cache.identifiers, drop)):
                 del cache.identifiers[pair]
-            # Redirects serve cached identifiers only: with half of those gone, start over.
+            # The redirects, folded into the identifiers left: they would outgrow every bound.
             if cache.merged:
-                cache.identifiers.clear()
+                for pair in cache.identifiers:
+                    owner = cache.owner(pair)
+                    assert owner is not None
+                    cache.identifiers[pair] = owner
                 cache.merged.clear()
             self._profiles += len(cache.profiles)
             self._identifiers += len(cache.identifiers)
